@@ -1,0 +1,9 @@
+# Full-precision FCOS R18 with a BN head on COCO, the paper's FP schedule (aqd.md 4.3): shorter side 800,
+# random flip, 90k iterations at batch 16 (8 GPUs x 2), SGD lr 0.01 (/10 at 60k, 80k), SyncBN.
+# Every quantized model of the paper is initialised from a checkpoint of this recipe.
+_base_ = [
+    '../_base_/models/fcos_r18_fpn_bn-head.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/schedules/schedule_90k.py',
+    '../_base_/default_runtime.py',
+]

@@ -1,0 +1,295 @@
+"""Converting a float model into a fake-quantized one, layer by layer, from a small config.
+
+Implements which layers AQD quantizes (aqd.md 4.3: every conv of backbone, FPN and heads except the first layer
+of the backbone and the last layers of the heads, which are kept full precision in the paper and at 8 bits in
+the public code's "F8L8" configs; METHOD.md), plus per-layer overrides and skips. Conversion is generic (any
+``nn.Module``): exact ``nn.Conv2d`` / ``nn.Linear`` modules become :class:`QConv2d` / :class:`QLinear` sharing
+the original Parameter objects. Model-specific parts (quantized residual / FPN adds) are done elsewhere.
+"""
+import difflib
+import fnmatch
+from dataclasses import dataclass, field, fields
+from typing import Dict, List, Optional
+
+from mmengine.logging import print_log
+from torch import nn
+
+from .layers import QConv2d, QLinear, QuantLayerMixin
+from .quantizers.base import BaseQuantizer, check_bits
+from .registry import QUANTIZERS, registered_quantizers
+
+#: exact float type -> its quantized layer. Subclasses (e.g. deformable or otherwise custom-forward convs) are
+#: not converted: a wildcard pattern passes over them, an exact name selecting one is an error.
+QUANTIZABLE_TYPES = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
+_OVERRIDE_KEYS = ('pattern', 'weight', 'act')
+
+
+def _allowed_types() -> List[str]:
+    return [t.__name__ for t in QUANTIZABLE_TYPES]
+
+
+def _check_cfg(cfg, where: str, partial: bool = False) -> None:
+    """Validate a quantizer cfg: ``None`` or a dict with a registered ``type`` (optional if partial), bits 2-8."""
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        raise TypeError(f'{where} must be a quantizer cfg dict or None, got {cfg!r}')
+    if 'type' not in cfg and not partial:
+        raise ValueError(f"{where}={cfg!r} has no 'type'; registered quantizers: {registered_quantizers()}")
+    if 'type' in cfg and cfg['type'] not in registered_quantizers():
+        raise KeyError(f"{where}: unknown quantizer {cfg['type']!r}; registered quantizers: "
+                       f'{registered_quantizers()}')
+    if 'bits' in cfg:
+        check_bits(cfg['bits'], f'{where}.bits')
+
+
+def _str_list(value, where: str) -> List[str]:
+    value = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(v, str) for v in value):
+        raise TypeError(f'{where} must be a list of module names / patterns (str), got {value!r}')
+    return value
+
+
+@dataclass
+class QuantConfig:
+    """What :func:`quantize_model` quantizes, and how.
+
+    Attributes:
+        weight: quantizer cfg for the weight of every converted layer, e.g. ``dict(type='LIQ', bits=4,
+            weight_norm=True)``; ``None`` keeps weights full precision (FP). Weight quantizers get
+            ``signed=True`` and ``num_channels`` = output channels (used when ``per_channel=True``) unless set.
+        act: quantizer cfg for the input activation of every converted layer, e.g. ``dict(type='LIQ', bits=4)``;
+            ``None`` keeps inputs FP. ``signed`` defaults to ``None`` (decided by the first batch).
+        scope: module-path prefixes whose layers are converted, e.g. ``['backbone', 'neck', 'bbox_head']``; a
+            prefix covers the module of that name and everything below it. ``None``: the whole model.
+        first_layer: name (or fnmatch pattern) of the backbone's first layer, e.g. ``'backbone.conv1'``.
+        first_layer_bits: bit width (2 to 8) of the first layer's weight and input; ``None`` keeps the layer FP
+            (paper); 8 is the public code's "F8".
+        last_layers: names / fnmatch patterns of the heads' prediction layers, e.g. ``['bbox_head.conv_cls']``.
+        last_layer_bits: as ``first_layer_bits``, for ``last_layers`` ("L8" = 8).
+        overrides: entries ``dict(pattern=..., weight=..., act=...)`` applied in order (later wins) to the
+            layers whose name matches ``pattern``. A cfg dict merges into the cfg so far (``dict(bits=3)``
+            changes only the bits; one with a different ``type`` replaces it); ``None`` keeps that side FP; an
+            absent key leaves that side as it is.
+        skip: names / fnmatch patterns of layers left untouched (FP).
+
+    Patterns use :func:`fnmatch.fnmatchcase` on the module name (``*`` also crosses dots, so ``'bbox_head.*'``
+    covers every layer below ``bbox_head``). Per layer: ``weight``/``act`` -> ``overrides`` -> first/last bits
+    (set ``bits`` of the sides still quantized; ``None`` makes the layer FP) -> ``skip``. Every pattern must
+    match some module; a wildcard-free name must select a quantizable module.
+    """
+
+    weight: Optional[dict] = None
+    act: Optional[dict] = None
+    scope: Optional[List[str]] = None
+    first_layer: Optional[str] = None
+    first_layer_bits: Optional[int] = None
+    last_layers: List[str] = field(default_factory=list)
+    last_layer_bits: Optional[int] = None
+    overrides: List[dict] = field(default_factory=list)
+    skip: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        _check_cfg(self.weight, 'QuantConfig.weight')
+        _check_cfg(self.act, 'QuantConfig.act')
+        if self.scope is not None:
+            self.scope = _str_list(self.scope, 'QuantConfig.scope')
+            if not self.scope:
+                raise ValueError('QuantConfig.scope=[] selects nothing; give module prefixes, or None for the '
+                                 'whole model')
+        if self.first_layer is not None and not isinstance(self.first_layer, str):
+            raise TypeError(f'QuantConfig.first_layer must be a module name (str) or None, got {self.first_layer!r}')
+        for key in ('first_layer_bits', 'last_layer_bits'):
+            if getattr(self, key) is not None:
+                check_bits(getattr(self, key), f'QuantConfig.{key}')
+        self.last_layers = _str_list(self.last_layers, 'QuantConfig.last_layers')
+        self.skip = _str_list(self.skip, 'QuantConfig.skip')
+        self.overrides = list(self.overrides)
+        for i, ov in enumerate(self.overrides):
+            if not isinstance(ov, dict) or not isinstance(ov.get('pattern'), str):
+                raise TypeError(f"QuantConfig.overrides[{i}] must be a dict with a 'pattern' str, got {ov!r}")
+            bad = sorted(set(ov) - set(_OVERRIDE_KEYS))
+            if bad:
+                raise KeyError(f'QuantConfig.overrides[{i}]: unknown key(s) {bad}; allowed: {list(_OVERRIDE_KEYS)}')
+            for side in ('weight', 'act'):
+                _check_cfg(ov.get(side), f'QuantConfig.overrides[{i}].{side}', partial=True)
+
+    @classmethod
+    def from_dict(cls, cfg) -> 'QuantConfig':
+        """Build from a dict / mmengine ConfigDict (a ``QuantConfig`` is returned as is)."""
+        if isinstance(cfg, cls):
+            return cfg
+        if not isinstance(cfg, dict):
+            raise TypeError(f'a quantization config must be a dict or QuantConfig, got {type(cfg).__name__}')
+        allowed = [f.name for f in fields(cls)]
+        bad = sorted(set(cfg) - set(allowed))
+        if bad:
+            raise KeyError(f'unknown QuantConfig field(s) {bad}; allowed: {allowed}')
+        return cls(**cfg)
+
+
+# --------------------------------------------------------------------------------------------- matching
+def _candidates(pattern: str, names: List[str]) -> List[str]:
+    close = difflib.get_close_matches(pattern, names, n=6, cutoff=0.4)
+    return close or names[:10]
+
+
+def _not_quantizable(what: str, name: str, module: nn.Module) -> ValueError:
+    kind = type(module).__name__
+    if isinstance(module, QuantLayerMixin):
+        return ValueError(f'{what} selects {name!r}, which is already quantized ({kind})')
+    msg = (f'{what} selects {name!r}, a {kind}, which cannot be quantized; quantizable types: '
+           f'{_allowed_types()} (exact types)')
+    if len(module._modules):
+        msg += f"; to select the layers inside it use '{name}.*'"
+    return ValueError(msg)
+
+
+def _match(pattern: str, modules: Dict[str, nn.Module], what: str) -> set:
+    """Names of the quantizable modules that ``pattern`` selects; raises when it selects none."""
+    hits = [n for n in modules if n and fnmatch.fnmatchcase(n, pattern)]
+    if not hits:
+        raise ValueError(f'{what}={pattern!r} matches no module of the model; candidates: '
+                         f'{_candidates(pattern, [n for n in modules if n])}')
+    good = {n for n in hits if type(modules[n]) in QUANTIZABLE_TYPES}
+    if good:
+        return good
+    if len(hits) == 1:
+        raise _not_quantizable(f'{what}={pattern!r}', hits[0], modules[hits[0]])
+    kinds = sorted({type(modules[n]).__name__ for n in hits})
+    raise ValueError(f'{what}={pattern!r} matches {len(hits)} modules but none that can be quantized (types: '
+                     f'{kinds}); quantizable types: {_allowed_types()} (exact types)')
+
+
+def _in_scope(name: str, scope: Optional[List[str]]) -> bool:
+    return scope is None or any(p == '' or name == p or name.startswith(p + '.') for p in scope)
+
+
+def _merge(base: Optional[dict], update: Optional[dict], where: str) -> Optional[dict]:
+    if update is None:
+        return None
+    if base is None or update.get('type', base['type']) != base['type']:
+        if 'type' not in update:
+            raise ValueError(f"{where}={update!r} has no 'type' and the cfg it would merge into is None (full "
+                             f"precision); give a complete cfg, registered quantizers: {registered_quantizers()}")
+        return dict(update)
+    return {**base, **update}
+
+
+def _with_bits(cfg: Optional[dict], bits: int) -> Optional[dict]:
+    return None if cfg is None else {**cfg, 'bits': bits}
+
+
+# --------------------------------------------------------------------------------------------- plan + apply
+def _plan(model: nn.Module, cfg: QuantConfig) -> list:
+    """``[(name, module, weight_cfg, act_cfg)]`` for every exact Conv2d/Linear in scope; validates patterns."""
+    modules = dict(model.named_modules())  # name -> module; shared modules once, under their first name
+    for p in cfg.scope or []:
+        if p not in modules:
+            top = [n for n in modules if n and '.' not in n]
+            raise ValueError(f'QuantConfig.scope prefix {p!r} names no module of the model; candidates: '
+                             f'{difflib.get_close_matches(p, list(modules), n=6, cutoff=0.4) or top[:10]}')
+    first = _match(cfg.first_layer, modules, 'QuantConfig.first_layer') if cfg.first_layer else set()
+    last = set().union(*[_match(p, modules, 'QuantConfig.last_layers') for p in cfg.last_layers])
+    skip = set().union(*[_match(p, modules, 'QuantConfig.skip') for p in cfg.skip])
+    ov_hits = [_match(ov['pattern'], modules, f'QuantConfig.overrides[{i}].pattern')
+               for i, ov in enumerate(cfg.overrides)]
+
+    plan = []
+    for name, module in modules.items():
+        if type(module) not in QUANTIZABLE_TYPES or not _in_scope(name, cfg.scope):
+            continue
+        w, a = cfg.weight, cfg.act
+        for i, (ov, hits) in enumerate(zip(cfg.overrides, ov_hits)):
+            if name in hits:
+                w = _merge(w, ov['weight'], f'QuantConfig.overrides[{i}].weight') if 'weight' in ov else w
+                a = _merge(a, ov['act'], f'QuantConfig.overrides[{i}].act') if 'act' in ov else a
+        for hits, bits in ((first, cfg.first_layer_bits), (last, cfg.last_layer_bits)):
+            if name in hits:
+                w, a = (None, None) if bits is None else (_with_bits(w, bits), _with_bits(a, bits))
+        if name in skip:
+            w, a = None, None
+        plan.append((name, module, w, a))
+
+    outside = [what for what, hits in [('first_layer', first), ('last_layers', last), ('skip', skip)]
+               + [(f'overrides[{i}]', h) for i, h in enumerate(ov_hits)]
+               if hits and not any(_in_scope(n, cfg.scope) for n in hits)]
+    if outside:
+        print_log(f'quantize_model: QuantConfig {outside} select only layers outside scope={cfg.scope}; '
+                  'they have no effect', logger='current', level=30)
+    return plan
+
+
+def quantize_model(model: nn.Module, cfg) -> nn.Module:
+    """Replace, in place, the model's Conv2d/Linear layers by quantized ones as ``cfg`` says; log a table.
+
+    ``cfg`` is a :class:`QuantConfig` or a dict of its fields. Every pattern and quantizer cfg is checked, and
+    every new layer built, before the model is changed: a bad config raises (ValueError / KeyError / TypeError
+    naming the bad value and what is allowed) and leaves the model untouched. A module reachable under several
+    names is converted once (by the rules for its first name) and all references to it are replaced. Returns
+    the model (the new layer if ``model`` itself is a Conv2d/Linear).
+    """
+    cfg = QuantConfig.from_dict(cfg)
+    new = {}  # id(float layer) -> quantized layer
+    for name, module, w, a in _plan(model, cfg):
+        if w is None and a is None:
+            continue
+        try:
+            new[id(module)] = QUANTIZABLE_TYPES[type(module)].from_float(module, w, a)
+        except (KeyError, ValueError, TypeError) as e:
+            err = KeyError if isinstance(e, KeyError) else ValueError if isinstance(e, ValueError) else TypeError
+            raise err(f'cannot quantize {name!r} with weight={w}, act={a}: '
+                      f'{e.args[0] if e.args else e}') from e
+
+    refs = [(parent, key, new[id(child)]) for parent in model.modules()
+            for key, child in parent._modules.items() if child is not None and id(child) in new]
+    for parent, key, qlayer in refs:  # all checks passed: now change the model
+        parent._modules[key] = qlayer
+    model = new.get(id(model), model)
+
+    unsupported = [f'{n} ({type(m).__name__})' for n, m in model.named_modules()
+                   if isinstance(m, (nn.Conv2d, nn.Linear)) and not isinstance(m, QuantLayerMixin)
+                   and type(m) not in QUANTIZABLE_TYPES and _in_scope(n, cfg.scope)]
+    if unsupported:
+        print_log(f'quantize_model: layers of types that are not converted (kept as they are): {unsupported}',
+                  logger='current', level=30)
+    print_log(f'quantize_model: {len(new)} layers quantized\n{quantization_table(model)}', logger='current')
+    return model
+
+
+# --------------------------------------------------------------------------------------------- table
+def _describe(q: Optional[nn.Module], act: bool) -> str:
+    if q is None:
+        return 'FP'
+    if not isinstance(q, BaseQuantizer):
+        return type(q).__name__
+    names = [k for k, v in QUANTIZERS.module_dict.items() if v is type(q)]  # the name configs use
+    s = f'{names[0] if names else type(q).__name__} {q.bits}b'
+    if q.per_channel:
+        s += ' per-ch'
+    if act:
+        s += ' ' + {None: 'auto', True: 'signed', False: 'unsigned'}[q.signed]
+    return s + ('' if q.enabled else ' (off)')
+
+
+def quantization_table(model: nn.Module) -> str:
+    """A text table of every conv/linear layer (weight and input quantizers, or FP) and of every other module
+    holding quantizers (e.g. QAdd: one ``role=quantizer`` entry per quantizer), with a summary line."""
+    rows = [('layer', 'type', 'weight', 'act')]
+    n_layers = n_q = 0
+    for name, m in model.named_modules():
+        name = name or '(model)'
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            wq, aq = getattr(m, 'weight_quantizer', None), getattr(m, 'act_quantizer', None)
+            n_layers += 1
+            n_q += wq is not None or aq is not None
+            rows.append((name, type(m).__name__, _describe(wq, False), _describe(aq, True)))
+        elif not isinstance(m, BaseQuantizer):
+            qs = [(k, c) for k, c in m._modules.items() if isinstance(c, BaseQuantizer)]
+            if qs:
+                rows.append((name, type(m).__name__, '-', ', '.join(f'{k}={_describe(c, True)}' for k, c in qs)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    lines.append(f'{n_q} of {n_layers} conv/linear layers quantized, {n_layers - n_q} full precision')
+    return '\n'.join(lines)

@@ -1,0 +1,34 @@
+"""QAdd: element-wise add of two quantized tensors, with the sum re-quantized.
+
+Closes a gap of the public AQD code (METHOD.md: skip-connection adds were never quantized in training): the
+ResNet residual add and the FPN top-down add see quantized operands and produce a quantized sum, as FQN's
+fully quantized detector does (fqn.md; integer export rescales both operands to a common scale).
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .mixin import build_role_quantizer
+
+
+class QAdd(nn.Module):
+    """``Q_out(Q_a(a) + Q_b(b))``; each quantizer is built from its cfg, ``None`` keeps that tensor FP.
+
+    Signedness defaults to ``None`` (decided by the first batch): residual operands and sums may be negative
+    before the ReLU. A ``signed`` key in a cfg overrides it.
+    """
+
+    def __init__(self, a_cfg: Optional[dict] = None, b_cfg: Optional[dict] = None,
+                 out_cfg: Optional[dict] = None):
+        super().__init__()
+        self.add_module('a_quantizer', build_role_quantizer(a_cfg, 'act'))
+        self.add_module('b_quantizer', build_role_quantizer(b_cfg, 'act'))
+        self.add_module('out_quantizer', build_role_quantizer(out_cfg, 'act'))
+
+    @staticmethod
+    def _q(q: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        return x if q is None else q(x)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # a, b: same (broadcastable) shape
+        return self._q(self.out_quantizer, self._q(self.a_quantizer, a) + self._q(self.b_quantizer, b))

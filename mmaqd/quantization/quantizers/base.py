@@ -1,0 +1,128 @@
+"""The contract every quantizer in mmaqd follows.
+
+A quantizer is an ``nn.Module`` that maps a float tensor to its fake-quantized (quantized, then de-quantized)
+float tensor of the same shape and dtype. The paper's notation (aqd.md eq. 1): a transformer T maps the value
+into the quantizer's normalized range, a discretizer D rounds it; ``forward`` returns the value brought back to
+the original scale, so that a quantized layer computes ``conv(Q_X(x), Q_W(w))``.
+
+State that a checkpoint must carry (learned ranges, step sizes, offsets, bases, calibration results, and
+whether data-driven initialisation has happened) is held in parameters or persistent buffers, so
+``state_dict`` / ``load_state_dict`` and mmengine's resume carry it.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .utils import resolve_mode
+
+MIN_BITS = 2
+MAX_BITS = 8
+
+
+def check_bits(bits: int, what: str = 'bits') -> int:
+    """Return ``bits`` if it is an int in [MIN_BITS, MAX_BITS]; else raise a ValueError naming it."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f'{what}={bits!r} is not supported; allowed: integers {MIN_BITS} to {MAX_BITS}')
+    return bits
+
+
+class BaseQuantizer(nn.Module):
+    """Base class: bit width, signedness, granularity, the on/off switch and once-only data init.
+
+    Args:
+        bits: bit width k, 2 to 8.
+        signed: ``True`` for a range symmetric around 0 (weights; activations that can be negative),
+            ``False`` for a range starting at 0 (activations after ReLU). ``None`` lets the first batch
+            decide (signed if it holds a negative value); the decision is saved in the state_dict.
+        per_channel: one range per slice along dim 0 (output channels of a weight) instead of one per tensor.
+        num_channels: size of dim 0, required when ``per_channel`` is set (parameters are allocated at
+            construction so that checkpoints load before any forward).
+        mode: the role, ``'weight'`` (always signed, eq. 3) or ``'act'`` (eq. 4); ``None`` infers ``'weight'``
+            when ``per_channel`` is set (dim 0 of an activation is the batch), else ``'act'``. Quantized layers
+            always pass their role.
+
+    Subclasses implement :meth:`quantize` (the fake-quant forward on an enabled, initialised quantizer) and,
+    where the method initialises from data, :meth:`init_from` (called once, on the first batch seen in
+    training or evaluation, under ``torch.no_grad``).
+    """
+
+    supports_per_channel = True   # subclasses that cannot be per-channel set False
+    data_init = False             # subclasses whose ranges are initialised from data set True
+
+    def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
+                 num_channels: Optional[int] = None, mode: Optional[str] = None):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.mode = resolve_mode(mode, per_channel)
+        signed = True if self.mode == 'weight' else signed
+        if per_channel and not self.supports_per_channel:
+            raise ValueError(f'{type(self).__name__} does not support per_channel=True; use per_channel=False')
+        if per_channel and (num_channels is None or num_channels < 1):
+            raise ValueError(f'per_channel=True needs num_channels >= 1, got num_channels={num_channels!r}')
+        self.per_channel = per_channel
+        self.num_channels = num_channels if per_channel else None
+        self.enabled = True
+        self.register_buffer('initialized', torch.tensor(False))
+        self.register_buffer('signed_flag', torch.tensor(-1 if signed is None else int(bool(signed))))
+
+    # ----------------------------------------------------------------------------------------- state
+    @property
+    def signed(self) -> Optional[bool]:
+        """The range's signedness; ``None`` while it is still to be decided by the first batch."""
+        flag = int(self.signed_flag)
+        return None if flag < 0 else bool(flag)
+
+    @property
+    def param_shape(self) -> tuple:
+        """Shape of a per-tensor (``()``) or per-channel (``(C,)``) range parameter."""
+        return (self.num_channels,) if self.per_channel else ()
+
+    def broadcast(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """View a per-channel parameter ``p`` (C,) so that it broadcasts along dim 0 of ``x``."""
+        if p.dim() == 0:
+            return p
+        return p.view((-1,) + (1,) * (x.dim() - 1))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """A checkpoint that has none of this quantizer's state (a full-precision one) is not a mismatch.
+
+        The quantizer then keeps its fresh state (``initialized`` false, so data-driven ranges are set from the
+        first batch) and its keys are not reported missing. A checkpoint holding only part of the state is a
+        real mismatch and is reported as usual.
+        """
+        own = [prefix + name for name, value in list(self._parameters.items()) + list(self._buffers.items())
+               if value is not None and name not in self._non_persistent_buffers_set]
+        absent = not any(key in state_dict for key in own)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if absent:
+            for key in own:
+                if key in missing_keys:
+                    missing_keys.remove(key)
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.signed is None:
+            with torch.no_grad():
+                self.signed_flag.fill_(int(bool((x < 0).any())))
+        if self.data_init and not bool(self.initialized):
+            with torch.no_grad():
+                self.init_from(x.detach())
+            self.initialized.fill_(True)
+        return self.quantize(x)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def init_from(self, x: torch.Tensor) -> None:
+        """Initialise data-driven ranges from the first batch ``x``; only called when ``data_init``."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        signed = {None: 'auto', True: 'signed', False: 'unsigned'}[self.signed]
+        gran = f'per_channel({self.num_channels})' if self.per_channel else 'per_tensor'
+        return f'{self.mode}, bits={self.bits}, {signed}, {gran}, enabled={self.enabled}'

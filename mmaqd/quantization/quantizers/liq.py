@@ -1,0 +1,99 @@
+"""LIQ, the learned interval quantizer of AQD (aqd.md section 3.3, eq. 3-7), with an optional weight
+normalization (aqd.md 4.3, following APOT) and a data-driven initialisation of the interval alpha.
+
+The value and gradient maths is :func:`mmaqd.ops.liq_fake_quant`; this module owns alpha and its init:
+
+* ``init='mse'`` (default): alpha = argmin over t * m, t in {0.01, 0.02, ..., 1}, of the squared LIQ error on
+  the first batch, m = max|x| (signed) or max(x, 0) (unsigned), per channel when ``per_channel``. It fits the
+  bit width: at 2 bits it clips far below the max, at 8 bits it stays near it.
+* ``init='max'``: alpha = ``init_scale`` * m (the authors' activation init is 0.8 * max|x|).
+* ``init='const'``: alpha = ``init_value`` with no data (the authors' weight init, 1.0 after normalization).
+
+With ``weight_norm=True`` the input is first mapped to (w - mean(w)) / std(w) over the whole tensor with the
+statistics detached; the output is the quantized *normalized* weight and the following BN absorbs the scale.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ...ops import liq_fake_quant
+from ..registry import QUANTIZERS
+from .base import BaseQuantizer
+from .utils import per_row, resolve_mode, rows, subsample, sync_mean_
+
+_GRID = 100  # candidates of the 'mse' init
+
+
+@QUANTIZERS.register_module()
+class LIQ(BaseQuantizer):
+    """Learned interval quantizer.
+
+    Args:
+        bits, signed, per_channel, num_channels: see :class:`BaseQuantizer`.
+        mode: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` if ``per_channel`` or
+            ``weight_norm``, else ``'act'``).
+        weight_norm: standardize the weight (detached per-tensor mean/std) before quantizing; weights only.
+        init: ``'mse'``, ``'max'`` or ``'const'`` (see the module docstring).
+        init_value: alpha for ``init='const'`` (also the value before a data init).
+        init_scale: the multiple of the max for ``init='max'``.
+        eps: added to std in the weight normalization.
+    """
+
+    data_init = True
+    INITS = ('mse', 'max', 'const')
+
+    def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
+                 num_channels: Optional[int] = None, mode: Optional[str] = None, weight_norm: bool = False,
+                 init: str = 'mse', init_value: float = 1.0, init_scale: float = 0.8, eps: float = 1e-5):
+        mode = resolve_mode(mode, per_channel, weight_hint=weight_norm)
+        if weight_norm and mode != 'weight':
+            raise ValueError("weight_norm=True standardizes a weight; it needs mode='weight'")
+        if init not in self.INITS:
+            raise ValueError(f'init={init!r} is not supported; allowed: {self.INITS}')
+        if init_value <= 0 or init_scale <= 0:
+            raise ValueError(f'init_value and init_scale must be > 0, got {init_value}, {init_scale}')
+        super().__init__(bits, signed, per_channel, num_channels, mode)
+        self.weight_norm, self.init = weight_norm, init
+        self.init_scale, self.eps = float(init_scale), float(eps)
+        self.alpha = nn.Parameter(torch.full(self.param_shape, float(init_value)))  # () or (C,)
+        if init == 'const':
+            self.data_init = False
+            self.initialized.fill_(True)
+
+    def normalize(self, w: torch.Tensor) -> torch.Tensor:
+        """(w - mean) / (std + eps) with detached statistics when ``weight_norm``, else ``w`` itself."""
+        if not self.weight_norm:
+            return w
+        std, mean = torch.std_mean(w.detach())  # (), ()
+        return (w - mean) / (std + self.eps)  # same shape as w
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        return liq_fake_quant(self.normalize(x), self.alpha, self.bits, self.signed)
+
+    def init_from(self, x: torch.Tensor) -> None:
+        x = self.normalize(x).float()
+        r = rows(x, True) if self.per_channel else subsample(x).reshape(1, -1)  # (C, M) or (1, N)
+        m = (r.abs() if self.signed else r.clamp(min=0)).amax(dim=1)  # (C,) or (1,)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        if self.init == 'max':
+            alpha = self.init_scale * m
+        else:
+            alpha = self._mse_search(r, m)
+        self.alpha.copy_(sync_mean_(per_row(alpha, self.per_channel)))
+
+    def _mse_search(self, r: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Per row of r (R, M), the alpha in m * {1, ..., G} / G with the least squared LIQ error; (R,)."""
+        fracs = torch.arange(1, _GRID + 1, device=r.device, dtype=r.dtype) / _GRID  # (G,)
+        errs = []
+        chunk = max(1, (1 << 22) // r.numel())  # candidates evaluated together, bounded memory
+        for f in fracs.split(chunk):
+            cand = (f[:, None] * m[None, :]).reshape(-1)  # (g * R,)
+            xs = r.expand(f.numel(), -1, -1).reshape(-1, r.shape[1])  # (g * R, M)
+            out = liq_fake_quant(xs, cand, self.bits, self.signed)  # (g * R, M)
+            errs.append((out - xs).pow(2).sum(dim=1).view(f.numel(), -1))  # (g, R)
+        best = torch.cat(errs).argmin(dim=0)  # (R,), the first minimum
+        return fracs[best] * m
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, weight_norm={self.weight_norm}, init={self.init}'

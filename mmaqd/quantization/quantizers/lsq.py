@@ -1,0 +1,107 @@
+"""LSQ (Esser et al., ICLR 2020) and LSQ+ (Bhalgat et al., CVPRW 2020): uniform quantizers with a learned
+step size s, in the notation of aqd.md section 3.1 (eq. 1-2).
+
+LSQ:  out = round(clip(x / s, -Q_N, Q_P)) * s, with Q_N = 2^(k-1), Q_P = 2^(k-1) - 1 for a signed range
+(weights) and Q_N = 0, Q_P = 2^k - 1 for an unsigned one. Straight-through round; the gradient of s is
+multiplied by g = 1 / sqrt(N * Q_P), N = the number of elements sharing one step (per channel: elements of a
+channel; per tensor: all elements of the batch tensor). Init from the first batch: s = 2 * mean|x| / sqrt(Q_P).
+
+LSQ+: activations get a learned offset beta, out = round(clip((x - beta) / s, -Q_N, Q_P)) * s + beta, with
+s and beta initialised from the first batch's min/max: s = (max - min) / (Q_P + Q_N), beta = min + Q_N * s
+(the LSQ+ paper's beta = min - alpha_neg * s with alpha_neg = -Q_N). Both gradients are scaled by g. Weights keep
+the symmetric LSQ form and start at s = max(|mean - 3 std|, |mean + 3 std|) / 2^(k-1) (per channel if set).
+With beta != 0 the unsigned LSQ+ grid need not contain an exact zero.
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ...ops import round_ste
+from ..registry import QUANTIZERS
+from .base import BaseQuantizer
+from .utils import per_row, resolve_mode, rows, scale_grad, sync_mean_
+
+
+@QUANTIZERS.register_module()
+class LSQ(BaseQuantizer):
+    """Learned step size quantization.
+
+    Args:
+        bits, signed, per_channel, num_channels: see :class:`BaseQuantizer`.
+        mode: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` iff ``per_channel``).
+        grad_scale: scale the step size's gradient by g = 1 / sqrt(N * Q_P) (LSQ's rule); False gives g = 1.
+    """
+
+    data_init = True
+
+    def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
+                 num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
+        mode = resolve_mode(mode, per_channel)
+        super().__init__(bits, signed, per_channel, num_channels, mode)
+        self.grad_scale = grad_scale
+        self.step_size = nn.Parameter(torch.ones(self.param_shape))  # () or (C,)
+
+    @property
+    def qn_qp(self) -> tuple:
+        """(Q_N, Q_P): the integer range is [-Q_N, Q_P]."""
+        if self.signed:
+            return 2 ** (self.bits - 1), 2 ** (self.bits - 1) - 1
+        return 0, 2 ** self.bits - 1
+
+    def grad_factor(self, x: torch.Tensor) -> float:
+        """g = 1 / sqrt(N * Q_P), N = elements per step size; 1.0 when ``grad_scale`` is off."""
+        if not self.grad_scale:
+            return 1.0
+        n = x.numel() // self.num_channels if self.per_channel else x.numel()
+        return 1.0 / math.sqrt(max(n, 1) * self.qn_qp[1])
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        qn, qp = self.qn_qp
+        s = self.broadcast(scale_grad(self.step_size, self.grad_factor(x)), x)  # () or (C, 1, ..., 1)
+        return (round_ste((x / s).clamp(-qn, qp)) * s).to(x.dtype)  # same shape as x
+
+    def init_from(self, x: torch.Tensor) -> None:
+        s = 2 * rows(x.float(), self.per_channel).abs().mean(dim=1) / math.sqrt(self.qn_qp[1])  # (C,) or (1,)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        self.step_size.copy_(sync_mean_(per_row(s, self.per_channel)))
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, grad_scale={self.grad_scale}'
+
+
+@QUANTIZERS.register_module()
+class LSQPlus(LSQ):
+    """LSQ+ : LSQ with a learned offset for activations and min/max (act) or 3-sigma (weight) init.
+
+    Args: as :class:`LSQ`. Activations (``mode='act'``) get the per-tensor parameter ``offset`` (beta).
+    """
+
+    def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
+                 num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
+        super().__init__(bits, signed, per_channel, num_channels, mode, grad_scale)
+        self.offset = nn.Parameter(torch.zeros(())) if self.mode == 'act' else None  # beta, ()
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.offset is None:
+            return super().quantize(x)
+        qn, qp = self.qn_qp
+        g = self.grad_factor(x)
+        s, beta = scale_grad(self.step_size, g), scale_grad(self.offset, g)  # (), ()
+        return (round_ste(((x - beta) / s).clamp(-qn, qp)) * s + beta).to(x.dtype)  # same shape as x
+
+    def init_from(self, x: torch.Tensor) -> None:
+        qn, qp = self.qn_qp
+        x = x.float()
+        if self.offset is None:
+            std, mean = torch.std_mean(rows(x, self.per_channel), dim=1, correction=0)  # (C,) or (1,)
+            s = torch.maximum((mean - 3 * std).abs(), (mean + 3 * std).abs()) / 2 ** (self.bits - 1)
+            s = torch.where(s > 0, s, torch.ones_like(s))
+            self.step_size.copy_(sync_mean_(per_row(s, self.per_channel)))
+            return
+        lo, hi = x.min(), x.max()  # (), ()
+        s = (hi - lo) / (qp + qn)
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        self.step_size.copy_(sync_mean_(s))
+        self.offset.copy_(sync_mean_(lo + qn * s))

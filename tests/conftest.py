@@ -1,0 +1,63 @@
+"""Shared fixtures: the tiny generated dataset and helpers to build configs for CPU tests."""
+import os.path as osp
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def tiny_coco(tmp_path_factory) -> str:
+    """The tiny preset of the generated dataset, written once per test session; returns its root folder."""
+    from mmaqd.datasets.synthetic_coco import PRESETS, generate_synthetic_coco
+    root = str(tmp_path_factory.mktemp('synthetic_coco_tiny'))
+    generate_synthetic_coco(root, PRESETS['tiny'])
+    return root
+
+
+def build_cpu_model(cfg_or_path):
+    """Build a config's model on the CPU with no pretrained weights (SyncBN reverted to BN)."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+
+    import mmaqd  # noqa: F401  (registers the plugin)
+    cfg = Config.fromfile(cfg_or_path) if isinstance(cfg_or_path, str) else cfg_or_path
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model_cfg = cfg.model.copy()
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model.init_weights()
+    return model
+
+
+@pytest.fixture
+def cpu_model_builder():
+    return build_cpu_model
+
+
+def tiny_runner_cfg(config: str, data_root: str, work_dir: str, max_iters: int = 2):
+    """A config of ``config`` trimmed to ``max_iters`` iterations on the tiny dataset, for the Runner."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, config))
+    root = data_root.rstrip('/') + '/'
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(batch_size=2, num_workers=0, persistent_workers=False)
+        cfg[loader].dataset.data_root = root
+    cfg.val_evaluator.ann_file = root + 'annotations/instances_val.json'
+    cfg.test_evaluator = cfg.val_evaluator
+    cfg.train_cfg.update(max_iters=max_iters, val_interval=max_iters)
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=max_iters)]
+    cfg.default_hooks.checkpoint.update(interval=max_iters)
+    cfg.default_hooks.logger.update(interval=1)
+    cfg.work_dir = work_dir
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+@pytest.fixture
+def runner_cfg_builder():
+    return tiny_runner_cfg
