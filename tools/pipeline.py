@@ -62,6 +62,9 @@ def run_stage(name: str, config: str, work_dir: str, load_from, cfg_options, ret
 
 
 def _coco_ap(metrics: dict) -> Dict[str, float]:
+    if not metrics:  # mmdet's CocoMetric returns nothing when no box scored above test_cfg.score_thr
+        print('[pipeline] the detector predicted no boxes on the val split: AP is 0', flush=True)
+        return {label: 0.0 for label, _ in METRICS}
     return {label: 100 * float(metrics[f'coco/{key}']) for label, key in METRICS}
 
 

@@ -7,3 +7,6 @@ _base_ = [
     '../_base_/schedules/schedule_90k.py',
     '../_base_/default_runtime.py',
 ]
+
+# iteration-based training: an infinite sampler instead of epochs (batch 2 per GPU x 8 GPUs = 16)
+train_dataloader = dict(batch_size=2, sampler=dict(type='InfiniteSampler'))

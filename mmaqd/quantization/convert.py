@@ -14,13 +14,14 @@ from typing import Dict, List, Optional
 from mmengine.logging import print_log
 from torch import nn
 
-from .layers import QConv2d, QLinear, QuantLayerMixin
+from .layers import Add, QAdd, QConv2d, QLinear, QuantLayerMixin
 from .quantizers.base import BaseQuantizer, check_bits
 from .registry import QUANTIZERS, registered_quantizers
 
 #: exact float type -> its quantized layer. Subclasses (e.g. deformable or otherwise custom-forward convs) are
 #: not converted: a wildcard pattern passes over them, an exact name selecting one is an error.
-QUANTIZABLE_TYPES = {nn.Conv2d: QConv2d, nn.Linear: QLinear}
+#: ``Add`` (an element-wise add as a module) becomes ``QAdd`` only with ``quantize_adds=True``.
+QUANTIZABLE_TYPES = {nn.Conv2d: QConv2d, nn.Linear: QLinear, Add: QAdd}
 _OVERRIDE_KEYS = ('pattern', 'weight', 'act')
 
 
@@ -72,6 +73,9 @@ class QuantConfig:
             changes only the bits; one with a different ``type`` replaces it); ``None`` keeps that side FP; an
             absent key leaves that side as it is.
         skip: names / fnmatch patterns of layers left untouched (FP).
+        quantize_adds: fully quantized graph: every :class:`~mmaqd.quantization.layers.Add` module in scope
+            (ResNet residual adds, FPN top-down adds of mmaqd's models) becomes a ``QAdd`` whose operands and
+            sum are quantized with the ``act`` cfg (overrides apply to its ``act`` side).
 
     Patterns use :func:`fnmatch.fnmatchcase` on the module name (``*`` also crosses dots, so ``'bbox_head.*'``
     covers every layer below ``bbox_head``). Per layer: ``weight``/``act`` -> ``overrides`` -> first/last bits
@@ -88,6 +92,7 @@ class QuantConfig:
     last_layer_bits: Optional[int] = None
     overrides: List[dict] = field(default_factory=list)
     skip: List[str] = field(default_factory=list)
+    quantize_adds: bool = False
 
     def __post_init__(self):
         _check_cfg(self.weight, 'QuantConfig.weight')
@@ -199,6 +204,9 @@ def _plan(model: nn.Module, cfg: QuantConfig) -> list:
     for name, module in modules.items():
         if type(module) not in QUANTIZABLE_TYPES or not _in_scope(name, cfg.scope):
             continue
+        is_add = type(module) is Add
+        if is_add and not cfg.quantize_adds:
+            continue
         w, a = cfg.weight, cfg.act
         for i, (ov, hits) in enumerate(zip(cfg.overrides, ov_hits)):
             if name in hits:
@@ -209,6 +217,8 @@ def _plan(model: nn.Module, cfg: QuantConfig) -> list:
                 w, a = (None, None) if bits is None else (_with_bits(w, bits), _with_bits(a, bits))
         if name in skip:
             w, a = None, None
+        if is_add:
+            w = None  # an add has no weight
         plan.append((name, module, w, a))
 
     outside = [what for what, hits in [('first_layer', first), ('last_layers', last), ('skip', skip)]

@@ -19,19 +19,20 @@ if ! has "import torch"; then
     echo "[setup] installing torch 2.13.0"
     $PIP install "torch==2.13.0"
 fi
-$PIP install -r requirements/build.txt
 if ! has "import mmengine; assert mmengine.__version__ == '0.10.7'"; then
     echo "[setup] installing mmengine"
     $PIP install "mmengine==0.10.7"
 fi
 if ! has "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'"; then
     echo "[setup] building mmcv 2.1.0 with ops from source (about 11 min on 2 cores; pip caches the wheel)"
+    $PIP install -r requirements/build.txt
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} $PIP install --no-build-isolation "mmcv==2.1.0"
 fi
 if ! has "import mmdet; assert mmdet.__version__ == '3.3.0'"; then
     echo "[setup] installing mmdet 3.3.0"
     $PIP install "mmdet==3.3.0"
 fi
+# after mmcv's build: torch wants setuptools>=77.0.3 and mmengine still imports pkg_resources (gone in 81)
 $PIP install -r requirements/runtime.txt -r requirements/tests.txt
 if ! has "import mmaqd" || [ setup.py -nt "$VENV/.mmaqd-installed" ] || \
    [ -n "$(find mmaqd/ops/csrc -newer "$VENV/.mmaqd-installed" -type f 2>/dev/null | head -1)" ]; then

@@ -14,9 +14,6 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
     clip_grad=dict(max_norm=35, norm_type=2))
 
-train_dataloader = dict(batch_size=2, sampler=dict(type='InfiniteSampler'))
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=10000, max_keep_ckpts=3))
-log_processor = dict(by_epoch=False)
 
 # base_batch_size = (8 GPUs) x (2 images per GPU); enable with tools/train.py --auto-scale-lr
 auto_scale_lr = dict(enable=False, base_batch_size=16)

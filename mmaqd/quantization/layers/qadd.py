@@ -1,4 +1,8 @@
-"""QAdd: element-wise add of two quantized tensors, with the sum re-quantized.
+"""Add / QAdd: the element-wise add as a module, and its quantized form (both operands and the sum quantized).
+
+Models that want their adds quantized (ResNet residual adds, FPN top-down adds) compute them with an ``Add``
+module; :func:`mmaqd.quantization.quantize_model` turns each into a ``QAdd`` when the config asks for a fully
+quantized graph (``quantize_adds=True``). ``Add`` has no state, so checkpoint keys do not change.
 
 Closes a gap of the public AQD code (METHOD.md: skip-connection adds were never quantized in training): the
 ResNet residual add and the FPN top-down add see quantized operands and produce a quantized sum, as FQN's
@@ -10,6 +14,13 @@ import torch
 from torch import nn
 
 from .mixin import build_role_quantizer
+
+
+class Add(nn.Module):
+    """``a + b`` as a module, so that a converter can find and quantize it."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
 
 
 class QAdd(nn.Module):
@@ -25,6 +36,15 @@ class QAdd(nn.Module):
         self.add_module('a_quantizer', build_role_quantizer(a_cfg, 'act'))
         self.add_module('b_quantizer', build_role_quantizer(b_cfg, 'act'))
         self.add_module('out_quantizer', build_role_quantizer(out_cfg, 'act'))
+
+    @classmethod
+    def from_float(cls, add: Add, weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None) -> 'QAdd':
+        """The quantized form of ``add``: ``act_cfg`` for both operands and for the sum (an add has no weight)."""
+        if not isinstance(add, Add):
+            raise TypeError(f'QAdd.from_float needs an Add module, got {type(add).__name__}')
+        if weight_cfg is not None:
+            raise ValueError(f'an add has no weight to quantize; got weight_cfg={weight_cfg!r}, use None')
+        return cls(act_cfg, act_cfg, act_cfg)
 
     @staticmethod
     def _q(q: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:

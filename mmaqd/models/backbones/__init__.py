@@ -1,0 +1,1 @@
+from .resnet import AddBasicBlock, AddBottleneck, QResNet  # noqa: F401

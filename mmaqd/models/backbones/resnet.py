@@ -1,0 +1,68 @@
+"""ResNet whose residual adds are ``Add`` modules, so a fully quantized graph can quantize them.
+
+METHOD.md: the public AQD code never quantized skip-connection adds; FQN (fqn.md 3) quantizes them with a
+fixed-point rescale of both operands. Here the blocks compute ``relu(add(out, identity))`` with an
+:class:`mmaqd.quantization.layers.Add`, which ``quantize_model(..., quantize_adds=True)`` turns into a ``QAdd``.
+With no conversion the network computes exactly mmdet's ResNet and has the same state_dict keys.
+"""
+import torch.utils.checkpoint as cp
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmdet.registry import MODELS
+
+from mmaqd.quantization.layers import Add
+
+
+class AddBasicBlock(BasicBlock):
+    """mmdet's BasicBlock with the residual add as a module (``self.add``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add = Add()
+
+    def forward(self, x):
+        def _inner_forward(x):
+            out = self.relu(self.norm1(self.conv1(x)))
+            out = self.norm2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.add(out, identity)
+
+        out = cp.checkpoint(_inner_forward, x) if self.with_cp and x.requires_grad else _inner_forward(x)
+        return self.relu(out)
+
+
+class AddBottleneck(Bottleneck):
+    """mmdet's Bottleneck (plugins included) with the residual add as a module (``self.add``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add = Add()
+
+    def forward(self, x):
+        def _inner_forward(x):
+            out = self.relu(self.norm1(self.conv1(x)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv1_plugin_names)
+            out = self.relu(self.norm2(self.conv2(out)))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv2_plugin_names)
+            out = self.norm3(self.conv3(out))
+            if self.with_plugins:
+                out = self.forward_plugin(out, self.after_conv3_plugin_names)
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.add(out, identity)
+
+        out = cp.checkpoint(_inner_forward, x) if self.with_cp and x.requires_grad else _inner_forward(x)
+        return self.relu(out)
+
+
+@MODELS.register_module()
+class QResNet(ResNet):
+    """mmdet's ResNet (same arguments, same checkpoint keys) built from blocks whose residual add is a module."""
+
+    arch_settings = {
+        18: (AddBasicBlock, (2, 2, 2, 2)),
+        34: (AddBasicBlock, (3, 4, 6, 3)),
+        50: (AddBottleneck, (3, 4, 6, 3)),
+        101: (AddBottleneck, (3, 4, 23, 3)),
+        152: (AddBottleneck, (3, 8, 36, 3)),
+    }

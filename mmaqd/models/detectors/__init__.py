@@ -1,0 +1,1 @@
+from .quantized import QFCOS, QRetinaNet, QuantizedDetectorMixin  # noqa: F401

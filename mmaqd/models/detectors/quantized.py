@@ -1,0 +1,39 @@
+"""Detectors that are quantized when they are built: ``MODELS.build`` of a plugin config gives a model that is
+already fake-quantized, so mmdet's own ``tools/train.py`` / ``tools/test.py`` train, resume and evaluate it.
+
+The model config carries the settings of :class:`mmaqd.quantization.QuantConfig` as ``quant_cfg``::
+
+    model = dict(type='QFCOS', quant_cfg=dict(weight=dict(type='LIQ', bits=4, weight_norm=True),
+                                              act=dict(type='LIQ', bits=4), ...), ...)
+
+State-dict keys of the float layers are unchanged; quantizer state is added beside them (``<layer>.
+weight_quantizer.alpha`` ...). ``load_from`` a full-precision checkpoint therefore initialises the quantized
+model: quantizer state the checkpoint lacks stays fresh and is initialised from data (not reported missing),
+every other missing or unexpected key is reported by name by mmengine.
+"""
+from typing import Optional
+
+from mmdet.models.detectors import FCOS, RetinaNet
+from mmdet.registry import MODELS
+
+from mmaqd.quantization import quantize_model
+
+
+class QuantizedDetectorMixin:
+    """Builds the float detector, then converts it in place with ``quant_cfg`` (``None``: stays float)."""
+
+    def __init__(self, *args, quant_cfg: Optional[dict] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.quant_cfg = quant_cfg
+        if quant_cfg is not None:
+            quantize_model(self, dict(quant_cfg))
+
+
+@MODELS.register_module()
+class QFCOS(QuantizedDetectorMixin, FCOS):
+    """mmdet's FCOS, quantized at build time by ``quant_cfg``."""
+
+
+@MODELS.register_module()
+class QRetinaNet(QuantizedDetectorMixin, RetinaNet):
+    """mmdet's RetinaNet, quantized at build time by ``quant_cfg``."""

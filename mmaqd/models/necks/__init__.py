@@ -1,0 +1,1 @@
+from .fpn import QFPN  # noqa: F401
