@@ -22,9 +22,10 @@ from mmengine.runner import Runner
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-# (stage name, config, stage whose final weights initialise it or None)
+# (stage name, config, stage whose final weights initialise it or None, run by default)
 STAGES = [
-    ('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None),
+    ('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, True),
+    ('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', False),
 ]
 METRICS = [('AP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'), ('APs', 'bbox_mAP_s'),
            ('APm', 'bbox_mAP_m'), ('APl', 'bbox_mAP_l')]
@@ -82,7 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/pipeline')
     parser.add_argument('--data-root', default='data/synthetic_coco')
-    parser.add_argument('--stages', nargs='+', default=[s[0] for s in STAGES], choices=[s[0] for s in STAGES])
+    parser.add_argument('--stages', nargs='+', default=[s[0] for s in STAGES if s[3]],
+                        choices=[s[0] for s in STAGES], help='stages to run, in the order of STAGES')
     parser.add_argument('--retrain', action='store_true', help='train stages again even if they finished')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='overrides applied to every stage')
     args = parser.parse_args()
@@ -90,7 +92,7 @@ def main() -> None:
 
     ensure_dataset(args.data_root)
     rows = []
-    for name, config, init_stage in STAGES:
+    for name, config, init_stage, _ in STAGES:
         if name not in args.stages:
             continue
         load_from = osp.join(args.work_dir, init_stage, 'final.pth') if init_stage else None

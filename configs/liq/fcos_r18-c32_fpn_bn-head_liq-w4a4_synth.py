@@ -18,6 +18,13 @@ model = dict(
         last_layer_bits=8,
         quantize_adds=True))
 
-# quantizer ranges are not decayed towards 0
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'_quantizer': dict(decay_mult=0.)}))
 load_from = 'work_dirs/pipeline/fp/final.pth'
+
+# fine-tuning schedule (CPU benchmark): 500 iterations from the FP weights, lr 0.005 with a step at 400
+train_cfg = dict(max_iters=500, val_interval=500)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=500, by_epoch=False, milestones=[400], gamma=0.1)
+]
+# quantizer ranges are not decayed towards 0
+optim_wrapper = dict(optimizer=dict(lr=0.005), paramwise_cfg=dict(custom_keys={'_quantizer': dict(decay_mult=0.)}))

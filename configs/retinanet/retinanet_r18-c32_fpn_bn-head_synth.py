@@ -13,4 +13,4 @@ model = dict(
     backbone=dict(base_channels=32, frozen_stages=-1, norm_cfg=norm_cfg, init_cfg=None),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
     bbox_head=dict(num_classes=6, in_channels=64, feat_channels=64, norm_cfg=norm_cfg))
-default_hooks = dict(checkpoint=dict(interval=1000))
+default_hooks = dict(checkpoint=dict(interval=500))

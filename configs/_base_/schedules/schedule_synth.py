@@ -1,5 +1,5 @@
 # The CPU schedule of the generated benchmark: iteration based, SGD with warm-up and one lr step, batch 8.
-max_iters = 3000
+max_iters = 1400
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

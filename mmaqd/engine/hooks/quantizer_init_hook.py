@@ -1,0 +1,69 @@
+"""Initialise data-driven quantizer ranges from training batches before the first optimizer step.
+
+Quantizers whose ranges start from data (``data_init``: LIQ's alpha, LSQ's step size, LQ-Nets' basis, FQN's
+activation range; METHOD.md "alpha initialization: a data-driven init is expected") initialise themselves on
+the first batch they see. Without this hook that batch is the first training step, whose forward then runs
+with a fresh range while the optimizer already steps. The hook runs ``num_batches`` training batches through
+the model first (eval mode, no gradients, BN statistics untouched; :func:`~.utils.run_batches`), so the first
+step starts from initialised ranges. A quantizer initialises once, on the first batch that reaches it; later
+batches only reach quantizers the first did not.
+
+A fine-tune from a full-precision checkpoint has uninitialised quantizers (their state is absent from the
+checkpoint); a resumed run, or one loaded from a quantized checkpoint, has them initialised (the ``initialized``
+buffer is in the checkpoint) and the hook does nothing. Usage::
+
+    custom_hooks = [dict(type='QuantizerInitHook', num_batches=1)]
+"""
+from typing import Dict, List
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+from torch import nn
+
+from mmaqd.quantization.mode import quantizers
+from mmaqd.quantization.quantizers.base import BaseQuantizer
+
+from .utils import check_run_args, run_batches, training_batches, unwrap_model
+
+
+def pending_quantizers(model: nn.Module) -> Dict[str, BaseQuantizer]:
+    """The enabled data-init quantizers of ``model`` that are not initialised yet, by module name."""
+    return {name: q for name, q in quantizers(model)
+            if q.data_init and q.enabled and not bool(q.initialized)}
+
+
+@HOOKS.register_module()
+class QuantizerInitHook(Hook):
+    """Run ``num_batches`` training batches in ``before_train`` when data-init quantizers are uninitialised.
+
+    Args:
+        num_batches: training batches to run (>= 1); the first one initialises every quantizer it reaches.
+        forward_mode: ``'tensor'`` (network forward) or ``'loss'`` (also the loss computation, for quantizers
+            that only the loss path reaches).
+
+    Runs after :class:`~.percentile_calibration_hook.PercentileCalibrationHook` (priority ``NORMAL`` vs
+    ``ABOVE_NORMAL``) so that calibration, not a single batch, sets FQN activation ranges when both are used.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, num_batches: int = 1, forward_mode: str = 'tensor') -> None:
+        check_run_args(num_batches, forward_mode, type(self).__name__)
+        self.num_batches = num_batches
+        self.forward_mode = forward_mode
+
+    def before_train(self, runner) -> None:
+        model = unwrap_model(runner.model)
+        pending = pending_quantizers(model)
+        if not pending:
+            runner.logger.info('QuantizerInitHook: every data-init quantizer is already initialised (resumed, '
+                               'loaded from a quantized checkpoint or set up by an earlier hook); nothing to do')
+            return
+        ran = run_batches(model, training_batches(runner), self.num_batches, self.forward_mode)
+        left: List[str] = [name for name, q in pending.items() if not bool(q.initialized)]
+        runner.logger.info(f'QuantizerInitHook: initialised {len(pending) - len(left)} of {len(pending)} '
+                           f'uninitialised quantizers from {ran} training batch(es) before the first step')
+        if left:
+            runner.logger.warning(f'QuantizerInitHook: {len(left)} quantizer(s) were not reached by '
+                                  f"forward_mode='{self.forward_mode}' and initialise on the first training "
+                                  f'batch instead: {left}')

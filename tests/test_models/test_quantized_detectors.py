@@ -1,0 +1,110 @@
+"""Quantized detectors built from plugin configs: conversion, FP checkpoint loading, train/eval/resume."""
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from conftest import ROOT, build_cpu_model
+from mmaqd.quantization import QAdd, QConv2d, quantizers, set_quantization
+
+FP = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
+LIQ4 = 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py'
+
+
+def _cfg(path):
+    return Config.fromfile(osp.join(ROOT, path))
+
+
+def test_liq_config_quantizes_the_whole_detector():
+    model = build_cpu_model(_cfg(LIQ4))
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert all(isinstance(m, QConv2d) for m in convs.values()), [n for n, m in convs.items()
+                                                                 if not isinstance(m, QConv2d)]
+    # first and last layers at 8 bits (F8L8), the rest at 4 bits with weight normalization
+    assert model.backbone.conv1.weight_quantizer.bits == 8 and model.backbone.conv1.act_quantizer.bits == 8
+    for name in ('conv_cls', 'conv_reg', 'conv_centerness'):
+        assert getattr(model.bbox_head, name).weight_quantizer.bits == 8
+    inner = model.bbox_head.cls_convs[0].conv
+    assert inner.weight_quantizer.bits == 4 and inner.weight_quantizer.weight_norm
+    assert inner.act_quantizer.bits == 4 and inner.act_quantizer.mode == 'act'
+    # fully quantized graph: every residual add (8 blocks of R18) and every FPN top-down add (C3-C5: 2)
+    adds = [n for n, m in model.named_modules() if isinstance(m, QAdd)]
+    assert len([n for n in adds if n.startswith('backbone')]) == 8
+    assert len([n for n in adds if n.startswith('neck')]) == 2
+
+
+def test_fp_checkpoint_initialises_quantized_model():
+    torch.manual_seed(0)
+    fp = build_cpu_model(_cfg(FP)).eval()
+    q = build_cpu_model(_cfg(LIQ4)).eval()
+    # quantizer state absent from the FP checkpoint is not a mismatch; every float key maps one to one
+    result = q.load_state_dict(fp.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert not any(bool(qz.initialized) for _, qz in quantizers(q) if qz.data_init)
+    x = torch.rand(2, 3, 128, 128)
+    set_quantization(q, False)
+    with torch.no_grad():
+        for a, b in zip(fp.extract_feat(x), q.extract_feat(x)):
+            assert torch.equal(a, b)  # quantizers off: exactly the FP network
+    set_quantization(q, True)
+    with torch.no_grad():
+        outs = q.extract_feat(x)
+    # ranges of the layers that ran (backbone and neck) were initialised from this first batch
+    ran = [qz for name, qz in quantizers(q) if not name.startswith('bbox_head')]
+    assert ran and all(bool(qz.initialized) for qz in ran)
+    assert any(not torch.allclose(a, b) for a, b in zip(fp.extract_feat(x), outs))
+
+
+def test_mismatched_keys_are_reported_by_name():
+    q = build_cpu_model(_cfg(LIQ4))
+    state = build_cpu_model(_cfg(FP)).state_dict()
+    state['neck.bogus.weight'] = torch.zeros(1)
+    del state['bbox_head.conv_cls.weight']
+    result = q.load_state_dict(state, strict=False)
+    assert result.missing_keys == ['bbox_head.conv_cls.weight']
+    assert result.unexpected_keys == ['neck.bogus.weight']
+    # a checkpoint holding only part of a quantizer's state is a real mismatch
+    qstate = q.state_dict()
+    del qstate['backbone.conv1.weight_quantizer.alpha']
+    result = build_cpu_model(_cfg(LIQ4)).load_state_dict(qstate, strict=False)
+    assert result.missing_keys == ['backbone.conv1.weight_quantizer.alpha']
+
+
+@pytest.mark.parametrize('quant_cfg, error, match', [
+    (dict(weight=dict(type='NoSuchQ', bits=4)), KeyError, "NoSuchQ.*registered quantizers.*LIQ"),
+    (dict(weight=dict(type='LIQ', bits=9)), ValueError, 'bits=9.*2 to 8'),
+    (dict(weight=dict(type='LIQ', bits=4), first_layer='backbone.conv9'), ValueError, 'backbone.conv9'),
+    (dict(weight=dict(type='LIQ', bits=4), overrides=[dict(pattern='backbone.bn1', weight=dict(bits=3))]),
+     ValueError, 'backbone.bn1.*cannot be quantized'),
+])
+def test_bad_quant_cfg_in_model_config(quant_cfg, error, match):
+    cfg = _cfg(LIQ4)
+    cfg.model.quant_cfg = quant_cfg
+    with pytest.raises(error, match=match):
+        build_cpu_model(cfg)
+
+
+def test_quantized_train_eval_resume(tiny_coco, tmp_path, runner_cfg_builder):
+    fp_dir, q_dir = str(tmp_path / 'fp'), str(tmp_path / 'q')
+    fp_runner = Runner.from_cfg(runner_cfg_builder(FP, tiny_coco, fp_dir, max_iters=1))
+    fp_runner.train()
+    cfg = runner_cfg_builder(LIQ4, tiny_coco, q_dir, max_iters=2)
+    cfg.load_from = osp.join(fp_dir, 'iter_1.pth')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.test()
+    assert 'coco/bbox_mAP' in metrics
+    ckpt = torch.load(osp.join(q_dir, 'iter_2.pth'), weights_only=True)
+    assert bool(ckpt['state_dict']['bbox_head.cls_convs.0.conv.act_quantizer.initialized'])
+
+    cfg = runner_cfg_builder(LIQ4, tiny_coco, q_dir, max_iters=3)
+    cfg.resume, cfg.load_from = True, None  # resume from the latest checkpoint of q_dir
+    resumed = Runner.from_cfg(cfg)
+    resumed.train()
+    assert resumed.iter == 3
+    assert bool(resumed.model.backbone.layer1[0].conv1.weight_quantizer.initialized)
+    before, after = ckpt['state_dict'], torch.load(osp.join(q_dir, 'iter_3.pth'), weights_only=True)['state_dict']
+    alphas = [k for k in before if k.endswith('_quantizer.alpha')]
+    assert any(not torch.equal(before[k], after[k]) for k in alphas)  # quantizer ranges keep training
