@@ -2,7 +2,7 @@
 # every conv input, the ResNet residual adds and the FPN top-down adds; first layer and prediction convs at
 # 8 bits ("F8L8"). Fine-tuned from the full-precision benchmark checkpoint (written by `make demo`, or pass
 # --cfg-options load_from=PATH). The heads keep one shared BN; multi-level BN is the AQD configs' job.
-_base_ = '../fcos/fcos_r18-c32_fpn_bn-head_synth.py'
+_base_ = ['../fcos/fcos_r18-c32_fpn_bn-head_synth.py', '../aqd/_base_/schedule_synth_finetune.py']
 
 model = dict(
     type='QFCOS',
@@ -19,12 +19,9 @@ model = dict(
         quantize_adds=True))
 
 load_from = 'work_dirs/pipeline/fp/final.pth'
+custom_hooks = [dict(type='QuantizerInitHook')]
 
-# fine-tuning schedule (CPU benchmark): 500 iterations from the FP weights, lr 0.005 with a step at 400
-train_cfg = dict(max_iters=500, val_interval=500)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', begin=0, end=500, by_epoch=False, milestones=[400], gamma=0.1)
-]
-# quantizer ranges are not decayed towards 0
-optim_wrapper = dict(optimizer=dict(lr=0.005), paramwise_cfg=dict(custom_keys={'_quantizer': dict(decay_mult=0.)}))
+# the shared fine-tuning schedule of every quantized benchmark variant
+train_cfg = _base_.finetune_schedule.train_cfg
+param_scheduler = _base_.finetune_schedule.param_scheduler
+optim_wrapper = _base_.finetune_schedule.optim_wrapper

@@ -1,9 +1,10 @@
 """A seeded generator of a COCO-format detection dataset that exists on every machine.
 
 Each image is a cluttered, noisy background with several objects of ``CLASSES``; a class is a shape with its own
-texture family (colours are random), so a detector must use both. Object sizes are drawn log-uniformly over a
-range that spans COCO's small (area < 32^2), medium and large (area > 96^2) buckets, so that every FPN level of a
-one-stage detector has targets. Objects may overlap (partial occlusion, bounded IoU) and the background holds
+texture family and hue (saturation and brightness jitter), so a detector can use all three; background
+distractors (blobs, lines) take any texture and colour. Object sizes are drawn from COCO's small
+(area < 32^2), medium and large (area > 96^2) buckets in equal parts (:func:`size_buckets`), so that every FPN
+level of a one-stage detector has targets. Objects may overlap (partial occlusion, bounded IoU) and the background holds
 distractors (blobs, lines, rings of random texture) that are not objects.
 
 Determinism: image ``i`` of a split is drawn from ``numpy.random.default_rng([seed, split_id, i])`` alone, so the
@@ -38,7 +39,7 @@ class SyntheticCocoSpec:
         num_val: images in the val split (>= 0).
         image_size: side of the square images, pixels.
         min_object_size: smallest object side, pixels (objects are drawn from [min, max] log-uniformly).
-        max_object_size: largest object side, pixels; ``None`` means ``image_size * 0.75``.
+        max_object_size: largest object side, pixels; ``None`` means ``image_size * 0.9``.
         objects_per_image: inclusive (min, max) number of objects per image.
         max_iou: largest IoU allowed between two objects' boxes (controls overlap/occlusion).
         num_distractors: inclusive (min, max) number of non-object clutter items per image.
@@ -47,13 +48,13 @@ class SyntheticCocoSpec:
     """
     num_train: int = 2000
     num_val: int = 300
-    image_size: int = 256
+    image_size: int = 192
     min_object_size: int = 12
     max_object_size: Optional[int] = None
     objects_per_image: Tuple[int, int] = (3, 8)
     max_iou: float = 0.3
-    num_distractors: Tuple[int, int] = (4, 10)
-    noise_std: float = 8.0
+    num_distractors: Tuple[int, int] = (2, 6)
+    noise_std: float = 4.0
     seed: int = 0
 
     def __post_init__(self):
@@ -84,7 +85,7 @@ class SyntheticCocoSpec:
     def max_side(self) -> int:
         """The largest object side in pixels (``max_object_size`` resolved)."""
         if self.max_object_size is None:
-            return max(self.min_object_size, int(self.image_size * 0.75))
+            return max(self.min_object_size, int(self.image_size * 0.9))
         return self.max_object_size
 
 
@@ -101,11 +102,23 @@ def _random_color(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _texture(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
-    """A (h, w, 3) float texture of family ``kind`` with random colours, frequency and phase."""
-    c1, c2 = _random_color(rng), _random_color(rng)
-    while np.abs(c1 - c2).sum() < 120:  # keep the two colours of a pattern distinguishable
-        c2 = _random_color(rng)
+def _hue_color(rng: np.random.Generator, hue: float) -> np.ndarray:
+    """A saturated BGR colour of OpenCV hue ``hue`` (0-180) with a little jitter in hue, saturation and value."""
+    hsv = np.array([[[(hue + rng.uniform(-6, 6)) % 180, rng.uniform(150, 255), rng.uniform(140, 255)]]],
+                   np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, kind: str, h: int, w: int, hue: Optional[float] = None) -> np.ndarray:
+    """A (h, w, 3) float texture of family ``kind`` with random frequency and phase; colours random, or of hue
+    ``hue`` (the pattern's second colour is a darker shade of it)."""
+    if hue is None:
+        c1, c2 = _random_color(rng), _random_color(rng)
+        while np.abs(c1 - c2).sum() < 120:  # keep the two colours of a pattern distinguishable
+            c2 = _random_color(rng)
+    else:
+        c1 = _hue_color(rng, hue)
+        c2 = c1 * rng.uniform(0.3, 0.55)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     period = rng.uniform(4.0, 10.0)
     if kind == 'solid':
@@ -129,7 +142,8 @@ def _texture(rng: np.random.Generator, kind: str, h: int, w: int) -> np.ndarray:
     return c1 * (1 - t) + c2 * t
 
 
-# The texture family of each class (shapes differ too); clutter uses any family.
+# The texture family and hue of each class (shapes differ too); clutter uses any family and any colour.
+CLASS_HUES = tuple(180.0 * i / len(CLASSES) for i in range(len(CLASSES)))
 CLASS_TEXTURES = dict(circle='solid', square='stripes', triangle='checker', cross='dots',
                       ring='gradient', star='noise')
 TEXTURES = ('solid', 'stripes', 'checker', 'dots', 'gradient', 'noise')
@@ -178,7 +192,7 @@ def _paste(img: np.ndarray, mask: np.ndarray, tex: np.ndarray, x: int, y: int) -
 
 def _background(rng: np.random.Generator, spec: SyntheticCocoSpec) -> np.ndarray:
     s = spec.image_size
-    img = _texture(rng, rng.choice(['gradient', 'solid', 'noise']), s, s) * 0.6 + rng.uniform(0, 100)
+    img = _texture(rng, rng.choice(['gradient', 'solid']), s, s) * 0.6 + rng.uniform(0, 100)
     # low-frequency colour blotches
     blotch = cv2.resize(rng.random((4, 4, 3)).astype(np.float32) * 120, (s, s), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img + blotch - 60, 0, 255)
@@ -213,15 +227,24 @@ def _iou(a: List[float], b: List[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
+def size_buckets(min_side: int, max_side: int) -> List[Tuple[float, float]]:
+    """Object-side ranges drawn with equal probability: COCO's small (side < 32), medium (32-96) and large
+    (> 96, from 100 so that most shapes' pixel area clears 96^2) buckets, each clipped to [min_side, max_side];
+    a bucket outside that range is left out. Sides are log-uniform within a bucket."""
+    ranges = [(min_side, 32), (32, 96), (100, max_side)]
+    return [(max(lo, min_side), min(hi, max_side)) for lo, hi in ranges if max(lo, min_side) < min(hi, max_side)]
+
+
 def render_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> Tuple[np.ndarray, List[dict]]:
     """Draw one image; returns the (S, S, 3) uint8 BGR image and its objects (bbox xywh, category index, area)."""
     img = _background(rng, spec)
     objects: List[dict] = []
-    lo, hi = math.log(spec.min_object_size), math.log(spec.max_side)
+    buckets = size_buckets(spec.min_object_size, spec.max_side)
     for _ in range(int(rng.integers(spec.objects_per_image[0], spec.objects_per_image[1] + 1))):
         cls_idx = int(rng.integers(len(CLASSES)))
         for _ in range(MAX_TRIES):
-            side = math.exp(rng.uniform(lo, hi))
+            lo, hi = buckets[int(rng.integers(len(buckets)))]
+            side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
             aspect = math.exp(rng.uniform(-0.3, 0.3))
             w = int(np.clip(round(side * aspect), spec.min_object_size, spec.image_size))
             h = int(np.clip(round(side / aspect), spec.min_object_size, spec.image_size))
@@ -232,7 +255,7 @@ def render_image(spec: SyntheticCocoSpec, rng: np.random.Generator) -> Tuple[np.
         else:
             continue
         mask = _shape_mask(rng, CLASSES[cls_idx], w, h)
-        tex = _texture(rng, CLASS_TEXTURES[CLASSES[cls_idx]], h, w)
+        tex = _texture(rng, CLASS_TEXTURES[CLASSES[cls_idx]], h, w, hue=CLASS_HUES[cls_idx])
         _paste(img, mask, tex, x, y)
         ys, xs = np.nonzero(mask)
         tight = [float(x + xs.min()), float(y + ys.min()), float(xs.max() - xs.min() + 1),

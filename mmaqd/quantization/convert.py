@@ -5,16 +5,23 @@ of the backbone and the last layers of the heads, which are kept full precision 
 the public code's "F8L8" configs; METHOD.md), plus per-layer overrides and skips. Conversion is generic (any
 ``nn.Module``): exact ``nn.Conv2d`` / ``nn.Linear`` modules become :class:`QConv2d` / :class:`QLinear` sharing
 the original Parameter objects. Model-specific parts (quantized residual / FPN adds) are done elsewhere.
+
+FQN's fully quantized graph (fqn.md 3) adds two options: ``fold_bn`` folds each BN into the conv before it
+(:class:`QConvBN`, eq. 13-14; the pairs are found by module-name rules, the torchvision / mmdet ResNet and mmcv
+``ConvModule`` naming by default) and ``output_layers`` also quantizes the outputs of the prediction convs
+(:class:`QConv2dOut`, fqn.md 3.4: activations up to the final predictions).
 """
 import difflib
 import fnmatch
+import re
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Union
 
 from mmengine.logging import print_log
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from .layers import Add, QAdd, QConv2d, QLinear, QuantLayerMixin
+from .layers import Add, FoldedBN, QAdd, QConv2d, QConv2dOut, QConvBN, QLinear, QuantLayerMixin
 from .quantizers.base import BaseQuantizer, check_bits
 from .registry import QUANTIZERS, registered_quantizers
 
@@ -23,6 +30,14 @@ from .registry import QUANTIZERS, registered_quantizers
 #: ``Add`` (an element-wise add as a module) becomes ``QAdd`` only with ``quantize_adds=True``.
 QUANTIZABLE_TYPES = {nn.Conv2d: QConv2d, nn.Linear: QLinear, Add: QAdd}
 _OVERRIDE_KEYS = ('pattern', 'weight', 'act')
+
+#: ``fold_bn=True``: which BN follows which conv, by module name. ``conv`` is ``re.fullmatch``-ed against a conv's
+#: name, ``bn`` (expanded with the match's groups) names its BN. These cover torchvision / mmdet ResNets
+#: (``conv1``/``bn1`` ... ``conv3``/``bn3``, stem ``conv1``/``bn1``, ``downsample.0``/``downsample.1``) and mmcv's
+#: ``ConvModule`` with a BN (``conv``/``bn``). A rule whose BN does not exist (e.g. a ConvModule without norm)
+#: selects nothing for that conv.
+DEFAULT_FOLD_RULES = (dict(conv=r'(.*\.)?conv(\d*)', bn=r'\1bn\2'),
+                      dict(conv=r'(.*\.)?downsample\.0', bn=r'\1downsample.1'))
 
 
 def _allowed_types() -> List[str]:
@@ -42,6 +57,27 @@ def _check_cfg(cfg, where: str, partial: bool = False) -> None:
                        f'{registered_quantizers()}')
     if 'bits' in cfg:
         check_bits(cfg['bits'], f'{where}.bits')
+
+
+def _fold_rules(value) -> List[dict]:
+    """``QuantConfig.fold_bn`` as a list of rules (``[]``: no folding); checks types and regexes."""
+    if isinstance(value, bool):
+        return [dict(r) for r in DEFAULT_FOLD_RULES] if value else []
+    if isinstance(value, dict) or not isinstance(value, (list, tuple)):
+        raise TypeError(f'QuantConfig.fold_bn must be True, False or a list of dict(conv=REGEX, bn=TEMPLATE), '
+                        f'got {value!r}')
+    rules = []
+    for i, rule in enumerate(value):
+        if not isinstance(rule, dict) or set(rule) != {'conv', 'bn'} or not all(
+                isinstance(v, str) for v in rule.values()):
+            raise TypeError(f'QuantConfig.fold_bn[{i}] must be dict(conv=REGEX, bn=TEMPLATE) of two strings, '
+                            f'got {rule!r}')
+        try:
+            re.compile(rule['conv'])
+        except re.error as e:
+            raise ValueError(f"QuantConfig.fold_bn[{i}].conv={rule['conv']!r} is not a regular expression: {e}")
+        rules.append(dict(rule))
+    return rules
 
 
 def _str_list(value, where: str) -> List[str]:
@@ -76,6 +112,16 @@ class QuantConfig:
         quantize_adds: fully quantized graph: every :class:`~mmaqd.quantization.layers.Add` module in scope
             (ResNet residual adds, FPN top-down adds of mmaqd's models) becomes a ``QAdd`` whose operands and
             sum are quantized with the ``act`` cfg (overrides apply to its ``act`` side).
+        output_layers: names / fnmatch patterns of conv layers whose output is quantized too, with the layer's
+            final ``act`` cfg (FQN's prediction convs, fqn.md 3.4); they become :class:`QConv2dOut`.
+        fold_bn: fold every BN in scope into the conv before it (FQN, fqn.md 3.5, eq. 13-14): the conv becomes a
+            :class:`QConvBN` whose weight quantizer sees W_fold, the BN a :class:`FoldedBN` (identity forward,
+            same state_dict keys). ``True`` pairs them by :data:`DEFAULT_FOLD_RULES`; a list of
+            ``dict(conv=REGEX, bn=TEMPLATE)`` gives other rules (first matching rule wins per conv). Convs in
+            ``skip`` are not folded; BNs in scope left unpaired are logged.
+        freeze_bn: with ``fold_bn``, whether the folded BN statistics start frozen (FQN: frozen for the whole
+            fine-tune, eq. 13-14). ``False`` folds batch statistics in training and updates the EMA (eq. 11-12,
+            Jacob et al.) until :class:`~mmaqd.engine.hooks.FreezeBNHook` freezes them (fqn.md Table 3).
 
     Patterns use :func:`fnmatch.fnmatchcase` on the module name (``*`` also crosses dots, so ``'bbox_head.*'``
     covers every layer below ``bbox_head``). Per layer: ``weight``/``act`` -> ``overrides`` -> first/last bits
@@ -93,6 +139,9 @@ class QuantConfig:
     overrides: List[dict] = field(default_factory=list)
     skip: List[str] = field(default_factory=list)
     quantize_adds: bool = False
+    output_layers: List[str] = field(default_factory=list)
+    fold_bn: Union[bool, List[dict]] = False
+    freeze_bn: bool = True
 
     def __post_init__(self):
         _check_cfg(self.weight, 'QuantConfig.weight')
@@ -109,6 +158,10 @@ class QuantConfig:
                 check_bits(getattr(self, key), f'QuantConfig.{key}')
         self.last_layers = _str_list(self.last_layers, 'QuantConfig.last_layers')
         self.skip = _str_list(self.skip, 'QuantConfig.skip')
+        self.output_layers = _str_list(self.output_layers, 'QuantConfig.output_layers')
+        self.fold_bn = _fold_rules(self.fold_bn)
+        if not isinstance(self.freeze_bn, bool):
+            raise TypeError(f'QuantConfig.freeze_bn must be True or False, got {self.freeze_bn!r}')
         self.overrides = list(self.overrides)
         for i, ov in enumerate(self.overrides):
             if not isinstance(ov, dict) or not isinstance(ov.get('pattern'), str):
@@ -186,8 +239,18 @@ def _with_bits(cfg: Optional[dict], bits: int) -> Optional[dict]:
 
 
 # --------------------------------------------------------------------------------------------- plan + apply
-def _plan(model: nn.Module, cfg: QuantConfig) -> list:
-    """``[(name, module, weight_cfg, act_cfg)]`` for every exact Conv2d/Linear in scope; validates patterns."""
+class _Entry(NamedTuple):
+    """What :func:`_plan` decides for one layer: its quantizer cfgs (``None``: FP) and whether it is skipped."""
+    name: str
+    module: nn.Module
+    weight: Optional[dict]
+    act: Optional[dict]
+    out: Optional[dict]
+    skipped: bool
+
+
+def _plan(model: nn.Module, cfg: QuantConfig) -> List[_Entry]:
+    """An :class:`_Entry` for every exact Conv2d/Linear (and Add) in scope; validates patterns."""
     modules = dict(model.named_modules())  # name -> module; shared modules once, under their first name
     for p in cfg.scope or []:
         if p not in modules:
@@ -197,6 +260,7 @@ def _plan(model: nn.Module, cfg: QuantConfig) -> list:
     first = _match(cfg.first_layer, modules, 'QuantConfig.first_layer') if cfg.first_layer else set()
     last = set().union(*[_match(p, modules, 'QuantConfig.last_layers') for p in cfg.last_layers])
     skip = set().union(*[_match(p, modules, 'QuantConfig.skip') for p in cfg.skip])
+    outputs = set().union(*[_match(p, modules, 'QuantConfig.output_layers') for p in cfg.output_layers])
     ov_hits = [_match(ov['pattern'], modules, f'QuantConfig.overrides[{i}].pattern')
                for i, ov in enumerate(cfg.overrides)]
 
@@ -219,15 +283,75 @@ def _plan(model: nn.Module, cfg: QuantConfig) -> list:
             w, a = None, None
         if is_add:
             w = None  # an add has no weight
-        plan.append((name, module, w, a))
+        if name in outputs and type(module) is not nn.Conv2d:
+            raise ValueError(f'QuantConfig.output_layers selects {name!r}, a {type(module).__name__}; output '
+                             'quantization is supported for Conv2d layers only')
+        plan.append(_Entry(name, module, w, a, a if name in outputs else None, name in skip))
 
-    outside = [what for what, hits in [('first_layer', first), ('last_layers', last), ('skip', skip)]
+    outside = [what for what, hits in [('first_layer', first), ('last_layers', last), ('skip', skip),
+                                       ('output_layers', outputs)]
                + [(f'overrides[{i}]', h) for i, h in enumerate(ov_hits)]
                if hits and not any(_in_scope(n, cfg.scope) for n in hits)]
     if outside:
         print_log(f'quantize_model: QuantConfig {outside} select only layers outside scope={cfg.scope}; '
                   'they have no effect', logger='current', level=30)
     return plan
+
+
+def _fold_pairs(model: nn.Module, cfg: QuantConfig, plan: List[_Entry]) -> Dict[str, _BatchNorm]:
+    """conv name -> the BN folded into it, by ``cfg.fold_bn`` rules, for the unskipped Conv2d of ``plan``."""
+    if not cfg.fold_bn:
+        return {}
+    modules = dict(model.named_modules())
+    rules = [(re.compile(r['conv']), r['bn']) for r in cfg.fold_bn]
+    pairs, owner = {}, {}  # conv name -> bn; id(bn) -> conv name
+    for e in plan:
+        if type(e.module) is not nn.Conv2d or e.skipped:
+            continue
+        for rx, template in rules:  # the first rule matching the conv's name names its BN
+            match = rx.fullmatch(e.name)
+            if match:
+                break
+        else:
+            continue
+        bn_name = match.expand(template)
+        bn = modules.get(bn_name)
+        if not isinstance(bn, _BatchNorm) or isinstance(bn, FoldedBN):
+            continue
+        if bn.num_features != e.module.out_channels or not bn.track_running_stats:
+            raise ValueError(f'QuantConfig.fold_bn pairs {e.name!r} ({e.module.out_channels} output channels) with '
+                             f'{bn_name!r} ({type(bn).__name__}, {bn.num_features} channels, track_running_stats='
+                             f'{bn.track_running_stats}), which cannot be folded into it; fix the rules')
+        if id(bn) in owner:
+            raise ValueError(f'QuantConfig.fold_bn pairs {bn_name!r} with both {owner[id(bn)]!r} and {e.name!r}')
+        if getattr(_parent(modules, e.name), 'efficient_conv_bn_eval_forward', None) is not None:
+            raise ValueError(f"{e.name!r}: its parent computes conv + BN itself in eval mode (mmcv ConvModule's "
+                             'efficient_conv_bn_eval), which would bypass the folded quantized conv; build the model '
+                             'with efficient_conv_bn_eval=False')
+        pairs[e.name], owner[id(bn)] = bn, e.name
+    if not pairs:
+        raise ValueError(f'QuantConfig.fold_bn rules {cfg.fold_bn} pair no conv of scope={cfg.scope} with a BN')
+    left = [n for n, m in modules.items() if isinstance(m, _BatchNorm) and not isinstance(m, FoldedBN)
+            and id(m) not in owner and _in_scope(n, cfg.scope)]
+    if left:
+        print_log(f'quantize_model: BN layers in scope not folded (no fold_bn rule pairs them with a conv): {left}',
+                  logger='current', level=30)
+    return pairs
+
+
+def _parent(modules: Dict[str, nn.Module], name: str) -> Optional[nn.Module]:
+    return modules.get(name.rpartition('.')[0])  # '' (the model itself) for a top-level name
+
+
+def _build(e: _Entry, bn: Optional[_BatchNorm], freeze_bn: bool) -> nn.Module:
+    """The quantized layer of plan entry ``e`` (folded with ``bn`` if given)."""
+    if bn is not None:
+        if e.out is not None:
+            raise ValueError('output quantization of a conv with a folded BN is not supported')
+        return QConvBN.from_float(e.module, bn, e.weight, e.act, frozen=freeze_bn)
+    if e.out is not None:
+        return QConv2dOut.from_float(e.module, e.weight, e.act, e.out)
+    return QUANTIZABLE_TYPES[type(e.module)].from_float(e.module, e.weight, e.act)
 
 
 def quantize_model(model: nn.Module, cfg) -> nn.Module:
@@ -237,19 +361,26 @@ def quantize_model(model: nn.Module, cfg) -> nn.Module:
     every new layer built, before the model is changed: a bad config raises (ValueError / KeyError / TypeError
     naming the bad value and what is allowed) and leaves the model untouched. A module reachable under several
     names is converted once (by the rules for its first name) and all references to it are replaced. Returns
-    the model (the new layer if ``model`` itself is a Conv2d/Linear).
+    the model (the new layer if ``model`` itself is a Conv2d/Linear). With ``fold_bn`` each folded BN is replaced,
+    wherever it is referenced, by a :class:`FoldedBN` holding the same Parameters and buffers.
     """
     cfg = QuantConfig.from_dict(cfg)
-    new = {}  # id(float layer) -> quantized layer
-    for name, module, w, a in _plan(model, cfg):
-        if w is None and a is None:
+    plan = _plan(model, cfg)
+    folds = _fold_pairs(model, cfg, plan)
+    new = {}  # id(float layer) -> quantized layer (id(BN) -> its FoldedBN)
+    for e in plan:
+        bn = folds.get(e.name)
+        if e.weight is None and e.act is None and bn is None:
             continue
         try:
-            new[id(module)] = QUANTIZABLE_TYPES[type(module)].from_float(module, w, a)
-        except (KeyError, ValueError, TypeError) as e:
-            err = KeyError if isinstance(e, KeyError) else ValueError if isinstance(e, ValueError) else TypeError
-            raise err(f'cannot quantize {name!r} with weight={w}, act={a}: '
-                      f'{e.args[0] if e.args else e}') from e
+            layer = _build(e, bn, cfg.freeze_bn)
+        except (KeyError, ValueError, TypeError) as err:
+            kind = KeyError if isinstance(err, KeyError) else ValueError if isinstance(err, ValueError) else TypeError
+            raise kind(f'cannot quantize {e.name!r} with weight={e.weight}, act={e.act}: '
+                       f'{err.args[0] if err.args else err}') from err
+        new[id(e.module)] = layer
+        if bn is not None:
+            new[id(bn)] = layer.bn
 
     refs = [(parent, key, new[id(child)]) for parent in model.modules()
             for key, child in parent._modules.items() if child is not None and id(child) in new]
@@ -263,7 +394,10 @@ def quantize_model(model: nn.Module, cfg) -> nn.Module:
     if unsupported:
         print_log(f'quantize_model: layers of types that are not converted (kept as they are): {unsupported}',
                   logger='current', level=30)
-    print_log(f'quantize_model: {len(new)} layers quantized\n{quantization_table(model)}', logger='current')
+    n_folded = sum(isinstance(m, FoldedBN) for m in new.values())
+    folded = f', {n_folded} BN folded (statistics {"frozen" if cfg.freeze_bn else "not frozen"})' if n_folded else ''
+    print_log(f'quantize_model: {len(new) - n_folded} layers quantized{folded}\n{quantization_table(model)}',
+              logger='current')
     return model
 
 
@@ -293,7 +427,9 @@ def quantization_table(model: nn.Module) -> str:
             wq, aq = getattr(m, 'weight_quantizer', None), getattr(m, 'act_quantizer', None)
             n_layers += 1
             n_q += wq is not None or aq is not None
-            rows.append((name, type(m).__name__, _describe(wq, False), _describe(aq, True)))
+            oq = getattr(m, 'out_quantizer', None)
+            out = '' if oq is None else f'; out={_describe(oq, True)}'
+            rows.append((name, type(m).__name__, _describe(wq, False), _describe(aq, True) + out))
         elif not isinstance(m, BaseQuantizer):
             qs = [(k, c) for k, c in m._modules.items() if isinstance(c, BaseQuantizer)]
             if qs:

@@ -203,7 +203,8 @@ def test_fp_bn_head_checkpoint_maps_into_every_level(kind):
 
 def _swap_head(path: str, **model):
     cfg = Config.fromfile(osp.join(ROOT, path))
-    cfg.model.bbox_head.type = {'FCOSHead': 'AQDFCOSHead', 'RetinaHead': 'AQDRetinaHead'}[cfg.model.bbox_head.type]
+    types = {'FCOSHead': 'AQDFCOSHead', 'RetinaHead': 'AQDRetinaHead'}
+    cfg.model.bbox_head.type = types.get(cfg.model.bbox_head.type, cfg.model.bbox_head.type)
     cfg.model.update(model)
     return cfg
 
@@ -227,7 +228,9 @@ QUANT = dict(weight=dict(type='LIQ', bits=4, weight_norm=True), act=dict(type='L
 def test_quantized_detector_with_aqd_head(path, detector, last):
     """FP BN-head detector checkpoint -> quantized AQD detector: loads strictly, trains, predicts."""
     torch.manual_seed(0)
-    fp = build_cpu_model(Config.fromfile(osp.join(ROOT, path)))
+    fp_cfg = Config.fromfile(osp.join(ROOT, path))
+    fp_cfg.model.bbox_head.multi_level_norm = False  # a shared-BN head checkpoint
+    fp = build_cpu_model(fp_cfg)
     q = build_cpu_model(_swap_head(path, type=detector,
                                    quant_cfg=dict(QUANT, last_layers=last, last_layer_bits=8)))
     assert isinstance(q.bbox_head.cls_convs[0].conv, QConv2d)
@@ -279,6 +282,7 @@ def _converter():
 def _stock(path: str, head: str, norm_cfg):
     cfg = Config.fromfile(osp.join(ROOT, path))
     cfg.model.bbox_head.update(type=head, norm_cfg=norm_cfg)
+    cfg.model.bbox_head.pop('multi_level_norm', None)  # a stock mmdet head
     return build_cpu_model(cfg).state_dict()
 
 
@@ -329,3 +333,21 @@ def test_converter_on_stock_retinanet_checks_the_model(tmp_path, capsys):
     aqd = build_cpu_model(Config.fromfile(str(cfg)))
     result = aqd.load_state_dict(new, strict=False)
     assert not result.unexpected_keys and all('.norms.' in k for k in result.missing_keys)
+
+
+def test_shared_bn_head_loads_the_mean_of_a_multi_level_checkpoint():
+    """The Table 3 shared-BN ablation starts from a multi-level checkpoint: each BN tensor is the level mean."""
+    torch.manual_seed(0)
+    multi = build_cpu_model(Config.fromfile(osp.join(ROOT, FCOS_SYNTH)))
+    for norm in multi.bbox_head.multi_level_norms():
+        for level, bn in enumerate(norm.norms):
+            bn.running_mean.fill_(float(level))
+            bn.weight.data.fill_(2.0 * level)
+    shared_cfg = Config.fromfile(osp.join(ROOT, FCOS_SYNTH))
+    shared_cfg.model.bbox_head.multi_level_norm = False
+    shared = build_cpu_model(shared_cfg)
+    result = shared.load_state_dict(multi.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    bn = shared.bbox_head.cls_convs[0].norm
+    assert torch.allclose(bn.running_mean, torch.full_like(bn.running_mean, 2.0))  # mean of levels 0..4
+    assert torch.allclose(bn.weight, torch.full_like(bn.weight, 4.0))

@@ -1,9 +1,9 @@
-# The generated detection benchmark (mmaqd.datasets.synthetic_coco): 256x256 images, 6 shape classes.
+# The generated detection benchmark (mmaqd.datasets.synthetic_coco): 192x192 images, 6 shape classes.
 # Create it with `python tools/misc/generate_synthetic_coco.py` (the main job does it when it is missing).
 dataset_type = 'CocoDataset'
 data_root = 'data/synthetic_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'cross', 'ring', 'star'))
-img_scale = (256, 256)
+img_scale = (192, 192)
 backend_args = None
 
 train_pipeline = [

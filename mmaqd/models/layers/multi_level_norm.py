@@ -98,6 +98,24 @@ class MultiLevelNorm(nn.Module):
         return f'num_levels={self.num_levels}, current_level={self.current_level}'
 
 
+def _merge_levels_on_load(state_dict, prefix, *args) -> None:
+    """Load-state-dict pre-hook of a shared norm: a checkpoint of a multi-level head (``<prefix>norms.<i>.*``)
+    loads into it as the mean over the levels of each tensor (the shared-BN ablation started from a multi-level
+    checkpoint, aqd.md Table 3). A checkpoint with the shared keys loads as usual."""
+    level_keys = [k for k in state_dict if k.startswith(prefix + 'norms.')]
+    # (BatchNorm's own loader has already filled in a default num_batches_tracked: not a shared key)
+    if not level_keys or any(k.startswith(prefix) and '.' not in k[len(prefix):] and
+                             not k.endswith('num_batches_tracked') for k in state_dict):
+        return
+    names = sorted({k[len(prefix + 'norms.'):].split('.', 1)[1] for k in level_keys})
+    for name in names:
+        values = [state_dict.pop(k) for k in sorted(level_keys) if k.endswith('.' + name)]
+        stacked = torch.stack([v.float() for v in values])
+        merged = stacked.mean(0) if values[0].is_floating_point() else values[0]
+        state_dict[prefix + name] = merged.to(values[0].dtype)
+    print_log(f'shared norm {prefix[:-1]}: loaded the mean of {len(values)} per-level norms', logger='current')
+
+
 class MultiLevelNormHeadMixin:
     """For a dense head whose ``forward`` runs ``forward_single`` once per FPN level (FCOS, RetinaNet heads).
 
@@ -118,6 +136,9 @@ class MultiLevelNormHeadMixin:
         self.multi_level_norm = multi_level_norm
         self.num_levels = num_levels
         if not multi_level_norm:
+            for conv_module in list(self.cls_convs) + list(self.reg_convs):
+                if isinstance(conv_module, ConvModule) and conv_module.with_norm:
+                    conv_module.norm._register_load_state_dict_pre_hook(_merge_levels_on_load)
             return
         if self.norm_cfg is None and self.stacked_convs > 0:
             raise ValueError(f'{type(self).__name__}: multi_level_norm=True needs a norm_cfg (e.g. dict(type='

@@ -1,0 +1,8 @@
+# AQD FCOS R34 at 3 bits on COCO (aqd.md Table 1: 37.8 AP; FP 38.0).
+# Fine-tuned from the FP checkpoint of configs/fcos/fcos_r34_fpn_bn-head_90k_coco.py.
+_base_ = './fcos_r18_fpn_aqd-w4a4_90k_coco.py'
+
+model = dict(
+    backbone=dict(depth=34),
+    quant_cfg=dict(weight=dict(bits=3), act=dict(bits=3)))
+load_from = 'work_dirs/fcos_r34_fpn_bn-head_90k_coco/iter_90000.pth'

@@ -1,0 +1,6 @@
+# AQD FCOS R34 at 4 bits on COCO (aqd.md Table 1: 38.3 AP; FP 38.0).
+# Fine-tuned from the FP checkpoint of configs/fcos/fcos_r34_fpn_bn-head_90k_coco.py.
+_base_ = './fcos_r18_fpn_aqd-w4a4_90k_coco.py'
+
+model = dict(backbone=dict(depth=34))
+load_from = 'work_dirs/fcos_r34_fpn_bn-head_90k_coco/iter_90000.pth'

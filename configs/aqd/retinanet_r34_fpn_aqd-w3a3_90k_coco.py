@@ -1,0 +1,8 @@
+# AQD RetinaNet R34 at 3 bits on COCO (aqd.md Table 2: 36.5 AP; FP 36.3).
+# Fine-tuned from the FP checkpoint of configs/retinanet/retinanet_r34_fpn_bn-head_90k_coco.py.
+_base_ = './retinanet_r18_fpn_aqd-w4a4_90k_coco.py'
+
+model = dict(
+    backbone=dict(depth=34),
+    quant_cfg=dict(weight=dict(bits=3), act=dict(bits=3)))
+load_from = 'work_dirs/retinanet_r34_fpn_bn-head_90k_coco/iter_90000.pth'

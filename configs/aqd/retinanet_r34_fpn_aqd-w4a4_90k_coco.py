@@ -1,0 +1,6 @@
+# AQD RetinaNet R34 at 4 bits on COCO (aqd.md Table 2: 37.1 AP; FP 36.3).
+# Fine-tuned from the FP checkpoint of configs/retinanet/retinanet_r34_fpn_bn-head_90k_coco.py.
+_base_ = './retinanet_r18_fpn_aqd-w4a4_90k_coco.py'
+
+model = dict(backbone=dict(depth=34))
+load_from = 'work_dirs/retinanet_r34_fpn_bn-head_90k_coco/iter_90000.pth'

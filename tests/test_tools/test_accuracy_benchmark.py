@@ -1,0 +1,126 @@
+"""tools/benchmark/accuracy.py: the variant table, the paper-shaped targets, the report, and one tiny end-to-end run."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+from conftest import ROOT
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return _load('accuracy_benchmark', 'tools/benchmark/accuracy.py')
+
+
+def test_variant_table_is_consistent(tool):
+    names = [v.name for v in tool.VARIANTS]
+    assert len(set(names)) == len(names) and set(tool.DEFAULT) <= set(names)
+    for i, v in enumerate(tool.VARIANTS):
+        assert osp.isfile(osp.join(ROOT, v.config)), v.config
+        if v.fp is not None:  # an FP detector, listed before the variants that start from it
+            assert tool.BY_NAME[v.fp].fp is None and names.index(v.fp) < i
+            assert v.bits in tool.GAP_TARGETS
+    # the stages tools/pipeline.py shares with the benchmark train the same configs from the same stages
+    pipeline = _load('pipeline', 'tools/pipeline.py')
+    for name, config, init_stage, _ in pipeline.STAGES:
+        if name in tool.BY_NAME:
+            assert tool.BY_NAME[name].config == config and tool.BY_NAME[name].fp == init_stage
+
+
+def test_quantized_variants_share_one_schedule_and_start_from_their_fp(tool):
+    schedules = set()
+    for v in tool.VARIANTS:
+        if v.fp is None:
+            continue
+        cfg = Config.fromfile(osp.join(ROOT, v.config))
+        assert cfg.load_from == f'work_dirs/pipeline/{v.fp}/final.pth'
+        assert cfg.custom_hooks == [dict(type='QuantizerInitHook')]
+        schedules.add(json.dumps([cfg.train_cfg, cfg.param_scheduler, cfg.optim_wrapper], sort_keys=True))
+    assert len(schedules) == 1
+
+
+def test_select_adds_the_fp_detectors_and_rejects_unknown_names(tool, capsys):
+    assert [v.name for v in tool.select(['aqd-w4a4-retinanet'])] == ['fp-retinanet', 'aqd-w4a4-retinanet']
+    assert [v.name for v in tool.select(None)] == tool.DEFAULT
+    with pytest.raises(SystemExit) as exc:
+        tool.parse_args(['--variants', 'aqd-w4a4', 'aqd-w5a5'])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown variant(s) ['aqd-w5a5']" in err and 'aqd-w2a2-shared-bn' in err
+
+
+def _met(checks):
+    return {c.text: c.met for c in checks}
+
+
+def test_targets_on_fabricated_results(tool):
+    aps = {'fp': 30.0, 'aqd-w4a4': 29.5, 'aqd-w3a3': 28.4, 'aqd-w2a2': 26.5, 'aqd-w2a2-shared-bn': 24.0,
+           'aqd-w2a2-lsq': 10.0, 'fp-retinanet': 20.0, 'aqd-w4a4-retinanet': None}
+    checks = tool.check_targets(aps)
+    assert checks['fp'] == [] and checks['fp-retinanet'] == []
+    assert _met(checks['aqd-w4a4']) == {'AP >= FP - 0.5': True}   # exactly on the bound
+    assert _met(checks['aqd-w3a3']) == {'AP >= FP - 1.5': False}  # 28.4 < 28.5
+    assert _met(checks['aqd-w2a2']) == {'AP >= FP - 4.0': True}
+    assert _met(checks['aqd-w2a2-shared-bn']) == {'multi-level BN > shared BN (aqd-w2a2)': True}
+    assert checks['aqd-w2a2-lsq'] == []  # ablations have no gap target
+    assert _met(checks['aqd-w4a4-retinanet']) == {'AP >= FP - 0.5': None}  # failed run: not checked
+    assert str(checks['aqd-w3a3'][0]) == 'AP >= FP - 1.5: MISSED'
+
+
+def test_shared_bn_not_below_multi_level_is_missed_and_unchecked_without_it(tool):
+    assert _met(tool.check_targets({'aqd-w2a2': 25.0, 'aqd-w2a2-shared-bn': 25.0})['aqd-w2a2-shared-bn']) == {
+        'multi-level BN > shared BN (aqd-w2a2)': False}
+    assert _met(tool.check_targets({'fp': 30.0, 'aqd-w2a2-shared-bn': 25.0})['aqd-w2a2-shared-bn']) == {
+        'multi-level BN > shared BN (aqd-w2a2)': None}
+
+
+def test_report_format(tool):
+    metrics = dict(AP=30.0, AP50=50.0, AP75=30.0, APs=None, APm=25.0, APl=40.0)
+    rows = [dict(name='fp', config='configs/fcos/x.py', fp=None, bits=None, metrics=metrics, error=None, gap=None,
+                 targets=[], seconds=12.0, trained=False, train_seconds=800.0),
+            dict(name='aqd-w3a3', config='configs/aqd/y.py', fp='fp', bits=3, metrics=dict(metrics, AP=28.0),
+                 error=None, gap=-2.0, targets=[dict(text='AP >= FP - 1.5', met=False)], seconds=300.0, trained=True,
+                 train_seconds=280.0),
+            dict(name='aqd-w2a2', config='configs/aqd/z.py', fp='fp', bits=2, metrics=None, error='RuntimeError: x',
+                 gap=None, targets=[dict(text='AP >= FP - 4.0', met=None)])]
+    report = tool.format_report(rows, dict(platform='linux', cpu_count=2), None, 1.0)
+    lines = report.splitlines()
+    assert lines[0].startswith('| variant | config | bits | AP | AP50 | AP75 | APs | APm | APl | gap | target')
+    assert lines[2] == '| fp | x.py | FP | 30.0 | 50.0 | 30.0 | - | 25.0 | 40.0 | - | - | 800 (reused) | 12 |'
+    assert '| aqd-w3a3 | y.py | 3 | 28.0 |' in lines[3] and '| -2.0 | AP >= FP - 1.5: MISSED | 280 | 20 |' in lines[3]
+    assert 'FAILED: RuntimeError: x' in lines[4]
+    assert lines[-1] == 'Machine: platform linux, cpu_count 2'
+
+
+def test_whole_script_on_the_tiny_dataset(tool, tiny_coco, tmp_path, monkeypatch):
+    """FP FCOS and AQD 2-bit FCOS, one iteration each, then a rerun that only evaluates the finished stages."""
+    monkeypatch.chdir(ROOT)  # main() changes to the repo root; restore the cwd afterwards
+    work, out = str(tmp_path / 'work'), str(tmp_path / 'out')
+    options = ['train_cfg.max_iters=1', 'model.test_cfg.score_thr=0.0', 'default_hooks.logger.interval=1']
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        options += [f'{loader}.batch_size=2', f'{loader}.num_workers=0', f'{loader}.persistent_workers=False']
+    argv = ['--variants', 'aqd-w2a2', '--work-dir', work, '--out-dir', out, '--data-root', tiny_coco,
+            '--dataset-preset', 'tiny', '--cfg-options'] + options
+    assert tool.main(argv) == 0
+    summary = json.load(open(osp.join(out, 'accuracy.json')))
+    rows = {r['name']: r for r in summary['variants']}
+    assert list(rows) == ['fp', 'aqd-w2a2'] and all(r['trained'] and not r['error'] for r in rows.values())
+    assert set(rows['aqd-w2a2']['metrics']) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
+    assert rows['aqd-w2a2']['targets'][0]['text'] == 'AP >= FP - 4.0'
+    assert summary['machine']['cpu_count'] and summary['machine']['torch']
+    assert osp.isfile(osp.join(work, 'fp', 'final.pth')) and osp.isfile(osp.join(work, 'aqd-w2a2', 'stage.json'))
+    report = open(osp.join(out, 'accuracy.md')).read()
+    assert '| aqd-w2a2 | fcos_r18-c32_fpn_aqd-w2a2_synth.py | 2 |' in report and 'Machine:' in report
+
+    assert tool.main(argv) == 0  # finished stages are reused: evaluated, not trained
+    rows = {r['name']: r for r in json.load(open(osp.join(out, 'accuracy.json')))['variants']}
+    assert not rows['fp']['trained'] and not rows['aqd-w2a2']['trained']

@@ -1,0 +1,259 @@
+"""COCO AP of AQD on the generated benchmark: FP detectors, quantized fine-tunes, and the paper's shape as targets.
+
+    python tools/benchmark/accuracy.py                     # the default set, about an hour on 2 CPU cores
+    python tools/benchmark/accuracy.py --variants aqd-w2a2 aqd-w2a2-shared-bn
+    python tools/benchmark/accuracy.py --list              # every variant with its config
+    python tools/benchmark/accuracy.py --work-dir work_dirs/accuracy-gpu --iters-scale 4   # longer, e.g. on a GPU
+
+Each FP detector needed is trained once (FCOS, and RetinaNet when a RetinaNet variant is selected); every
+selected quantized variant is fine-tuned from its FP detector's weights with the one fine-tuning schedule of the
+quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py); all are evaluated on the val split
+with pycocotools. Stages run in ``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work
+dir (``fp``, ``fp-retinanet``, ``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and
+interrupted ones resume (mmaqd.engine.experiment.run_stage; ``--retrain`` trains again).
+
+Writes ``accuracy.md`` (AP, AP50, AP75, APs, APm, APl, the AP gap to the variant's FP detector, the target
+check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of aqd.md Tables
+1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, and multi-level BN beats shared BN at
+2 bits. A missed target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+from mmengine.config import DictAction
+
+from mmaqd.engine.experiment import (METRICS, StageResult, ensure_dataset, fmt, machine_info, markdown_table,
+                                     run_stage)
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the benchmark.
+
+    Attributes:
+        name: stage name (work dir ``<work-dir>/<name>``).
+        config: config file, relative to the repo root.
+        fp: the FP variant whose ``final.pth`` it fine-tunes from and whose AP it is compared with; ``None`` for
+            an FP detector.
+        bits: weight / activation bit width; ``None`` for an FP detector.
+        what: one line for ``--list``.
+        target: an AQD-recipe variant, held to the AP gap of ``GAP_TARGETS[bits]``; ablations are not.
+    """
+
+    name: str
+    config: str
+    fp: Optional[str]
+    bits: Optional[int]
+    what: str
+    target: bool = True
+
+
+_A = 'configs/aqd/'
+
+
+def _ablation(suffix: str, what: str) -> Variant:
+    """A 2-bit FCOS ablation of configs/aqd/ablations/ (no gap target)."""
+    return Variant(f'aqd-w2a2-{suffix}', f'{_A}ablations/fcos_r18-c32_fpn_aqd-w2a2-{suffix}_synth.py', 'fp', 2, what,
+                   target=False)
+
+#: every variant, each FP detector before the variants that start from it
+VARIANTS = [
+    Variant('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, None, 'FCOS, full precision'),
+    Variant('aqd-w4a4', _A + 'fcos_r18-c32_fpn_aqd-w4a4_synth.py', 'fp', 4, 'AQD FCOS, 4 bits'),
+    Variant('aqd-w3a3', _A + 'fcos_r18-c32_fpn_aqd-w3a3_synth.py', 'fp', 3, 'AQD FCOS, 3 bits'),
+    Variant('aqd-w2a2', _A + 'fcos_r18-c32_fpn_aqd-w2a2_synth.py', 'fp', 2, 'AQD FCOS, 2 bits'),
+    Variant('aqd-w4a4-f8l8', _A + 'fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp', 4,
+            'AQD FCOS, 4 bits, first/last layers at 8 bits'),
+    Variant('aqd-w2a2-f8l8', _A + 'fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py', 'fp', 2,
+            'AQD FCOS, 2 bits, first/last layers at 8 bits'),
+    _ablation('shared-bn', 'AQD FCOS, 2 bits, one BN shared by the levels (Table 3)'),
+    _ablation('backbone', 'AQD FCOS, 2 bits, backbone only quantized (Table 4)'),
+    _ablation('backbone-fpn', 'AQD FCOS, 2 bits, backbone + FPN quantized (Table 4)'),
+    _ablation('lsq', 'FCOS, multi-level BN, 2 bits, LSQ instead of LIQ'),
+    _ablation('lsqplus', 'FCOS, multi-level BN, 2 bits, LSQ+ instead of LIQ'),
+    _ablation('dorefa', 'FCOS, multi-level BN, 2 bits, DoReFa instead of LIQ'),
+    _ablation('pact', 'FCOS, multi-level BN, 2 bits, PACT instead of LIQ'),
+    _ablation('lqnet', 'FCOS, multi-level BN, 2 bits, LQ-Nets instead of LIQ'),
+    Variant('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, None,
+            'RetinaNet, full precision'),
+    Variant('aqd-w4a4-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w4a4_synth.py', 'fp-retinanet', 4,
+            'AQD RetinaNet, 4 bits'),
+    Variant('aqd-w3a3-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w3a3_synth.py', 'fp-retinanet', 3,
+            'AQD RetinaNet, 3 bits'),
+    Variant('aqd-w2a2-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w2a2_synth.py', 'fp-retinanet', 2,
+            'AQD RetinaNet, 2 bits'),
+]
+BY_NAME = {v.name: v for v in VARIANTS}
+DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-retinanet', 'aqd-w4a4-retinanet']
+
+#: largest AP drop from the FP detector an AQD variant of that bit width may show (aqd.md Tables 1-2 in shape)
+GAP_TARGETS = {4: 0.5, 3: 1.5, 2: 4.0}
+#: (better, worse, text): the first variant's AP must exceed the second's; shown on the second's row
+ORDER_TARGETS = [('aqd-w2a2', 'aqd-w2a2-shared-bn', 'multi-level BN > shared BN (aqd-w2a2)')]
+
+
+@dataclass
+class Check:
+    """One target: ``met`` is ``None`` when it could not be checked (a run is missing or failed)."""
+
+    text: str
+    met: Optional[bool]
+
+    def __str__(self) -> str:
+        return f"{self.text}: {'n/a' if self.met is None else 'met' if self.met else 'MISSED'}"
+
+
+def check_targets(aps: Dict[str, Optional[float]]) -> Dict[str, List[Check]]:
+    """The targets of every variant in ``aps`` (variant name -> AP in percent, ``None`` if its run failed)."""
+    checks: Dict[str, List[Check]] = {name: [] for name in aps}
+    for name, ap in aps.items():
+        v = BY_NAME[name]
+        if v.bits is None or not v.target:
+            continue
+        tol = GAP_TARGETS[v.bits]
+        fp_ap = aps.get(v.fp)
+        met = None if ap is None or fp_ap is None else ap >= fp_ap - tol
+        checks[name].append(Check(f'AP >= FP - {tol}', met))
+    for better, worse, text in ORDER_TARGETS:
+        if worse in aps:
+            a, b = aps.get(better), aps[worse]
+            checks[worse].append(Check(text, None if a is None or b is None else a > b))
+    return checks
+
+
+def select(names: Optional[List[str]]) -> List[Variant]:
+    """The variants to run for ``names`` (and the FP detectors they start from), in ``VARIANTS`` order."""
+    names = list(DEFAULT if not names else names)
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise KeyError(f'unknown variant(s) {unknown}; known variants: {list(BY_NAME)}')
+    needed = set(names) | {BY_NAME[n].fp for n in names if BY_NAME[n].fp}
+    return [v for v in VARIANTS if v.name in needed]
+
+
+def log(msg: str) -> None:
+    print(f'[accuracy] {msg}', flush=True)
+
+
+def run_all(variants: List[Variant], args) -> List[dict]:
+    """Train/evaluate ``variants`` in order; one row per variant (``error`` set when its run failed)."""
+    rows: Dict[str, dict] = {}
+    for v in variants:
+        row = dict(name=v.name, config=v.config, fp=v.fp, bits=v.bits, metrics=None, error=None)
+        rows[v.name] = row
+        load_from = osp.join(args.work_dir, v.fp, 'final.pth') if v.fp else None
+        if v.fp and rows[v.fp]['error']:
+            row['error'] = f'its FP detector {v.fp} failed'
+            continue
+        try:
+            result: StageResult = run_stage(v.name, v.config, osp.join(args.work_dir, v.name), load_from,
+                                            args.cfg_options, args.retrain, data_root=args.data_root,
+                                            rescale=True, iters_scale=args.iters_scale, log=log)
+        except Exception as e:  # one failed run must not lose the others' results
+            traceback.print_exc()
+            row['error'] = f'{type(e).__name__}: {e}'
+            log(f'{v.name} FAILED: {row["error"]}')
+            continue
+        row.update(result.to_dict())
+        log(f"{v.name}: AP {fmt(result.metrics['AP'])} ({result.seconds:.0f} s)")
+    aps = {n: (r['metrics'] or {}).get('AP') for n, r in rows.items()}
+    for name, checks in check_targets(aps).items():
+        row = rows[name]
+        fp_ap = aps.get(row['fp']) if row['fp'] else None
+        row['gap'] = None if fp_ap is None or aps[name] is None else round(aps[name] - fp_ap, 2)
+        row['targets'] = [dict(text=c.text, met=c.met) for c in checks]
+    return list(rows.values())
+
+
+def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: float) -> str:
+    """The markdown table of ``run_all`` rows, then the machine and the overrides the runs used."""
+    header = ['variant', 'config', 'bits'] + [label for label, _ in METRICS] + ['gap', 'target', 'train (s)',
+                                                                               'eval (s)']
+    table = []
+    for r in rows:
+        metrics = r['metrics'] or {}
+        targets = '; '.join(str(Check(**t)) for t in r.get('targets', [])) or '-'
+        if r['error']:
+            targets = f"FAILED: {r['error']}"
+        train, evals = r.get('train_seconds'), None
+        if r.get('seconds') is not None:
+            evals = r['seconds'] - (train or 0) if r.get('trained') else r['seconds']
+        train_cell = '-' if train is None else f'{train:.0f}' + ('' if r.get('trained') else ' (reused)')
+        gap = r.get('gap')
+        table.append([r['name'], osp.basename(r['config']), r['bits'] or 'FP']
+                     + [metrics.get(label) for label, _ in METRICS]
+                     + ['-' if gap is None else f'{gap:+.1f}', targets, train_cell,
+                        '-' if evals is None else f'{evals:.0f}'])
+    lines = [markdown_table(header, table), '',
+             'Machine: ' + ', '.join(f'{k} {v}' for k, v in machine.items())]
+    if cfg_options or iters_scale != 1.0:
+        lines.append(f'Overrides: --cfg-options {cfg_options or {}} --iters-scale {iters_scale}')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--variants', nargs='+', help=f'variants to run (default: {" ".join(DEFAULT)}); --list '
+                        'shows them all')
+    parser.add_argument('--list', action='store_true', help='print the known variants and exit')
+    parser.add_argument('--work-dir', default='work_dirs/pipeline',
+                        help="stage work dirs (<work-dir>/<variant>); tools/pipeline.py's by default")
+    parser.add_argument('--out-dir', default='work_dirs/benchmark_accuracy', help='accuracy.md / accuracy.json')
+    parser.add_argument('--data-root', default='data/synthetic_coco',
+                        help='the generated dataset (written when missing); every run reads it')
+    parser.add_argument('--dataset-preset', default='benchmark',
+                        help="the generator preset expected at --data-root ('tiny' for a smoke test)")
+    parser.add_argument('--retrain', action='store_true', help='train stages again even if they finished')
+    parser.add_argument('--iters-scale', type=float, default=1.0,
+                        help="multiply every run's max_iters (lr schedule stretched to match)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='overrides applied to every run (FP and quantized); a changed '
+                        'train_cfg.max_iters stretches the lr schedule')
+    args = parser.parse_args(argv)
+    try:
+        args.selected = select(args.variants)
+    except KeyError as e:
+        parser.error(e.args[0])
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        for v in VARIANTS:
+            print(f"{v.name:24s} {'(default) ' if v.name in DEFAULT else ''}{v.what}\n{'':24s} {v.config}")
+        return 0
+    os.chdir(ROOT)
+    start = time.time()
+    machine = machine_info()
+    ensure_dataset(args.data_root, log, args.dataset_preset)
+    rows = run_all(args.selected, args)
+    report = format_report(rows, machine, args.cfg_options, args.iters_scale)
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(osp.join(args.out_dir, 'accuracy.md'), 'w') as f:
+        f.write(report + '\n')
+    checks = [t['met'] for r in rows for t in r.get('targets', [])]
+    summary = dict(machine=machine, work_dir=args.work_dir, data_root=args.data_root,
+                   dataset_preset=args.dataset_preset, cfg_options=args.cfg_options,
+                   iters_scale=args.iters_scale, total_seconds=round(time.time() - start, 1),
+                   targets_met=checks.count(True), targets_missed=checks.count(False),
+                   targets_unchecked=checks.count(None), variants=rows)
+    with open(osp.join(args.out_dir, 'accuracy.json'), 'w') as f:
+        json.dump(summary, f, indent=2, default=str)
+    print('\nCOCO bbox AP on the generated benchmark (val split), gap = AP - FP AP:\n' + report, flush=True)
+    print(f'\ntargets: {checks.count(True)} met, {checks.count(False)} missed, {checks.count(None)} not checked; '
+          f'written to {args.out_dir}/accuracy.md and accuracy.json ({time.time() - start:.0f} s)', flush=True)
+    return 1 if any(r['error'] for r in rows) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

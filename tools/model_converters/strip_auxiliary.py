@@ -1,0 +1,96 @@
+"""Strip the training-only auxiliary branch (``aux_*`` keys) from an Auxi checkpoint, for testing / deployment.
+
+    python tools/model_converters/strip_auxiliary.py work_dirs/auxi/iter_90000.pth auxi_deploy.pth
+    python tools/model_converters/strip_auxiliary.py CKPT OUT \\
+        --config configs/auxi/retinanet_r18_fpn_auxi-w4a4_90k_coco.py   # also check a strict load
+
+Auxi (mmaqd.models.detectors.auxi) trains a quantized detector with a full-precision auxiliary module
+(``aux_adaptors``, ``aux_neck``, ``aux_head``) that is thrown away at inference. The output holds the
+``state_dict`` without those keys and a ``meta`` entry (the input's meta plus what was stripped); the optimizer
+and scheduler states, which refer to the auxiliary parameters too, are left out, so the output is for
+``tools/test.py`` / export, not for resuming. It loads strictly into the same config's model built without the
+auxiliary branch: ``tools/test.py CONFIG OUT --cfg-options model.aux_cfg=None``. With ``--config`` that load
+is done here and its missing / unexpected keys are printed (the exit status is 1 if there are any).
+The input file is never overwritten; an existing output is refused unless ``--force``.
+"""
+import argparse
+import os
+import os.path as osp
+from collections import OrderedDict
+from typing import List, Optional
+
+import torch
+
+import mmaqd.engine  # noqa: F401  (lets torch's safe unpickler read mmengine checkpoints)
+from mmaqd.models.detectors.auxi import strip_auxiliary
+
+
+def _strict_load_report(config: str, state_dict) -> List[str]:
+    """Build ``config``'s model with ``aux_cfg=None`` and load ``state_dict`` into it; the problems found."""
+    from mmengine.config import Config
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+
+    import mmaqd  # noqa: F401  (registers the plugin)
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model_cfg = cfg.model.copy()
+    model_cfg.aux_cfg = None
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None  # no download: the checkpoint provides the weights
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    result = model.load_state_dict(state_dict, strict=False)
+    return [f'missing: {k}' for k in result.missing_keys] + [f'unexpected: {k}' for k in result.unexpected_keys]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('src', help='Auxi checkpoint (.pth), e.g. written by tools/train.py')
+    parser.add_argument('dst', help='checkpoint to write (a new file)')
+    parser.add_argument('--config', help='the Auxi config: check that dst loads strictly with model.aux_cfg=None')
+    parser.add_argument('--force', action='store_true', help='overwrite an existing dst (never src)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='unpickle src with weights_only=False (runs code from the file; trusted files only)')
+    args = parser.parse_args(argv)
+
+    if osp.exists(args.dst):
+        if osp.exists(args.src) and osp.samefile(args.src, args.dst):
+            parser.error(f'dst {args.dst} is the input checkpoint; write the result to a new file')
+        if not args.force:
+            parser.error(f'dst {args.dst} exists; pass --force to overwrite it')
+    try:
+        ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.trust_checkpoint)
+    except Exception as e:  # noqa: BLE001  (the safe unpickler's errors have many types)
+        if args.trust_checkpoint:
+            raise
+        parser.error(f'cannot load {args.src} with weights_only=True ({type(e).__name__}: {e}); '
+                     'for a checkpoint you trust pass --trust-checkpoint')
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        parser.error(f'{args.src} holds no state_dict of tensors (expected a dict, or one with "state_dict")')
+
+    kept, removed = strip_auxiliary(state)
+    if not removed:
+        print(f'note: {args.src} has no auxiliary (aux_*) keys; written unchanged')
+    modules = sorted({k.split('.', 1)[0] for k in removed})
+    print(f'stripped {len(removed)} keys of {modules}, kept {len(kept)}')
+
+    problems = _strict_load_report(args.config, kept) if args.config else []
+    if args.config:
+        print('\n'.join(f'  {p}' for p in problems) if problems else
+              f'loads strictly into {args.config} with model.aux_cfg=None')
+
+    meta = dict(ckpt.get('meta') or {}) if 'state_dict' in ckpt else {}
+    meta.update(stripped_from=osp.abspath(args.src), converter='strip_auxiliary', stripped_modules=modules)
+    out = OrderedDict(state_dict=kept, meta=meta)
+    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    tmp = args.dst + '.tmp'
+    torch.save(out, tmp)
+    os.replace(tmp, args.dst)
+    print(f'wrote {args.dst}')
+    return 1 if problems else 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
