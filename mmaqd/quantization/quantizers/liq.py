@@ -10,7 +10,11 @@ The value and gradient maths is :func:`mmaqd.ops.liq_fake_quant`; this module ow
 * ``init='const'``: alpha = ``init_value`` with no data (the authors' weight init, 1.0 after normalization).
 
 With ``weight_norm=True`` the input is first mapped to (w - mean(w)) / std(w) over the whole tensor with the
-statistics detached; the output is the quantized *normalized* weight and the following BN absorbs the scale.
+statistics detached and quantized there (alpha lives on that normalized scale); the quantized value is then
+multiplied back by the detached std. The authors' code returns the normalized weight and lets the following BN
+absorb the scale; convs without a BN after them (the FPN's) would then run at a different scale than the FP
+weights they are initialised from, so mmaqd restores it (a BN after the conv is indifferent to it). The mean is
+dropped, as in the authors' code (it is ~0 for trained convs).
 """
 from typing import Optional
 
@@ -69,7 +73,10 @@ class LIQ(BaseQuantizer):
         return (w - mean) / (std + self.eps)  # same shape as w
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        return liq_fake_quant(self.normalize(x), self.alpha, self.bits, self.signed)
+        out = liq_fake_quant(self.normalize(x), self.alpha, self.bits, self.signed)
+        if self.weight_norm:  # back to the weight's scale (detached std): the grid stays uniform and symmetric
+            out = out * (x.detach().std() + self.eps)
+        return out
 
     def init_from(self, x: torch.Tensor) -> None:
         x = self.normalize(x).float()
