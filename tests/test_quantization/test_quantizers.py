@@ -91,14 +91,16 @@ def test_zero_is_exact(cfg, bits, offset):
 
 
 # ------------------------------------------------------------------------------------------ LIQ
-def test_liq_forward_is_the_op_on_normalized_weight_rescaled_by_std():
+def test_liq_forward_is_the_op_on_normalized_weight_mapped_back():
     w = randn(C, 3, 3, 3, seed=1, scale=0.05) + 0.01
     q = LIQ(2, mode='weight', weight_norm=True, init='const', init_value=1.3)
     assert bool(q.initialized) and q.signed is True
     std, mean = w.std(), w.mean()
     wn = (w - mean) / (std + 1e-5)
-    # quantized on the normalized scale, then back to the weight's scale (4 levels, +-1.3 std and +-1.3/3 std)
-    assert torch.equal(q(w), liq_fake_quant(wn, torch.tensor(1.3), 2, True) * (std + 1e-5))
+    # quantized on the normalized scale, then back to the weight's scale and centre: 4 levels, mean +- 1.3 std
+    # and mean +- 1.3/3 std
+    assert torch.allclose(q(w), liq_fake_quant(wn, torch.tensor(1.3), 2, True) * (std + 1e-5) + mean, atol=1e-7)
+    assert len(torch.unique(q(w))) == 4
     assert torch.allclose(q.normalize(w).std(), torch.tensor(1.0), atol=1e-3)
     # the statistics are detached: d out / d w = 1 inside the interval, 0 outside
     w.requires_grad_()
