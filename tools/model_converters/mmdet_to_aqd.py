@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from mmaqd.engine.checkpoint_io import add_conversion_args, read_state_dict
+
 # <head>.(cls|reg)_convs.<i>.<what>; <what> = gn.weight / gn.bias (FCOS GN) or conv.bias (RetinaNet, GN FCOS
 # with conv_bias=True): none of them exists in a conv -> BN tower.
 _TOWER = re.compile(r'^(?P<head>(?:.+\.)?bbox_head)\.(?:cls|reg)_convs\.\d+\.(?P<what>gn\.\w+|conv\.bias)$')
@@ -95,26 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('src', help='stock mmdet checkpoint (.pth)')
     parser.add_argument('dst', help='converted checkpoint to write (a new file)')
     parser.add_argument('--config', help='AQD model config to check the converted keys against')
-    parser.add_argument('--force', action='store_true', help='overwrite an existing dst (never src)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='unpickle src with weights_only=False (runs code from the file; trusted files only)')
+    add_conversion_args(parser)
     args = parser.parse_args(argv)
+    state, _ = read_state_dict(parser, args)
 
-    if osp.exists(args.dst):
-        if osp.exists(args.src) and osp.samefile(args.src, args.dst):
-            parser.error(f'dst {args.dst} is the input checkpoint; write the conversion to a new file')
-        if not args.force:
-            parser.error(f'dst {args.dst} exists; pass --force to overwrite it')
-    try:
-        ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.trust_checkpoint)
-    except Exception as e:  # noqa: BLE001  (the safe unpickler's errors have many types)
-        if args.trust_checkpoint:
-            raise
-        parser.error(f'cannot load {args.src} with weights_only=True ({type(e).__name__}: {e}); '
-                     'for a checkpoint you trust pass --trust-checkpoint')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        parser.error(f'{args.src} holds no state_dict of tensors (expected a dict, or one with "state_dict")')
 
     new, dropped = convert_state_dict(state)
     left: List[str] = []

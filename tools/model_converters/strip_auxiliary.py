@@ -21,6 +21,8 @@ from typing import List, Optional
 
 import torch
 
+from mmaqd.engine.checkpoint_io import add_conversion_args, read_state_dict
+
 import mmaqd.engine  # noqa: F401  (lets torch's safe unpickler read mmengine checkpoints)
 from mmaqd.models.detectors.auxi import strip_auxiliary
 
@@ -49,26 +51,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('src', help='Auxi checkpoint (.pth), e.g. written by tools/train.py')
     parser.add_argument('dst', help='checkpoint to write (a new file)')
     parser.add_argument('--config', help='the Auxi config: check that dst loads strictly with model.aux_cfg=None')
-    parser.add_argument('--force', action='store_true', help='overwrite an existing dst (never src)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='unpickle src with weights_only=False (runs code from the file; trusted files only)')
+    add_conversion_args(parser)
     args = parser.parse_args(argv)
+    state, meta = read_state_dict(parser, args)
 
-    if osp.exists(args.dst):
-        if osp.exists(args.src) and osp.samefile(args.src, args.dst):
-            parser.error(f'dst {args.dst} is the input checkpoint; write the result to a new file')
-        if not args.force:
-            parser.error(f'dst {args.dst} exists; pass --force to overwrite it')
-    try:
-        ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.trust_checkpoint)
-    except Exception as e:  # noqa: BLE001  (the safe unpickler's errors have many types)
-        if args.trust_checkpoint:
-            raise
-        parser.error(f'cannot load {args.src} with weights_only=True ({type(e).__name__}: {e}); '
-                     'for a checkpoint you trust pass --trust-checkpoint')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        parser.error(f'{args.src} holds no state_dict of tensors (expected a dict, or one with "state_dict")')
 
     kept, removed = strip_auxiliary(state)
     if not removed:
@@ -81,7 +67,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('\n'.join(f'  {p}' for p in problems) if problems else
               f'loads strictly into {args.config} with model.aux_cfg=None')
 
-    meta = dict(ckpt.get('meta') or {}) if 'state_dict' in ckpt else {}
     meta.update(stripped_from=osp.abspath(args.src), converter='strip_auxiliary', stripped_modules=modules)
     out = OrderedDict(state_dict=kept, meta=meta)
     os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
