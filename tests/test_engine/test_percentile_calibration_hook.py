@@ -1,6 +1,4 @@
 """PercentileCalibrationHook: FQN activation ranges = mean of per-batch percentiles (fqn.md 3.4.1); no recalibration."""
-from types import SimpleNamespace
-from unittest.mock import MagicMock
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ from torch import nn
 
 from mmaqd.engine.hooks import PercentileCalibrationHook, QuantizerInitHook
 from mmaqd.quantization import QConv2d, quantizers
+from mock_runner import CountingLoader, NoDataLoader, make_runner
 
 ACT = dict(type='FQNAffine', bits=4)  # percentile gamma = 0.999
 WEIGHT = dict(type='FQNAffine', bits=4, per_channel=True)
@@ -29,33 +28,11 @@ class TinyFQNNet(BaseModel):
         return self.conv2(torch.relu(self.bn(self.conv1(inputs))))
 
 
-class CountingLoader:
-    def __init__(self, batches):
-        self.batches, self.taken = batches, 0
-
-    def __iter__(self):
-        for b in self.batches:
-            self.taken += 1
-            yield b
-
-
-class NoDataLoader:
-    def __iter__(self):
-        raise AssertionError('the hook must not read data here')
-
-
 def uniform_batches(n=5):
     """Batch i: uniform on [-(i + 1), 2 (i + 1)), so every batch has different percentiles."""
     g = torch.Generator().manual_seed(0)
     return [dict(inputs=(torch.rand(2, 3, 16, 16, generator=g) * 3 - 1) * (i + 1), data_samples=None)
             for i in range(n)]
-
-
-def make_runner(model, loader):
-    """A mock runner with an epoch-style train loop (no ``dataloader_iterator``): batches come from the loader."""
-    runner = MagicMock()
-    runner.model, runner.train_dataloader, runner.train_loop = model, loader, SimpleNamespace()
-    return runner
 
 
 def test_ranges_are_mean_of_per_batch_percentiles():

@@ -1,6 +1,5 @@
 """QuantizerInitHook: data-driven quantizer ranges from training batches before the first step; resume is a no-op."""
 from types import SimpleNamespace
-from unittest.mock import MagicMock
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 from mmaqd.engine.hooks import QuantizerInitHook
 from mmaqd.engine.hooks.utils import run_batches
 from mmaqd.quantization import QConv2d, quantizers
+from mock_runner import CountingLoader, NoDataLoader, make_runner
 
 ACT = dict(type='LIQ', bits=4, init='max')  # alpha = 0.8 * max(x) of the first batch: easy to check
 WEIGHT = dict(type='LIQ', bits=4, weight_norm=True, init='max')
@@ -30,33 +30,9 @@ class TinyQNet(BaseModel):
         return {'loss': self.aux(x).mean()} if mode == 'loss' else x
 
 
-class CountingLoader:
-    """A list of batches that counts how many were taken."""
-
-    def __init__(self, batches):
-        self.batches, self.taken = batches, 0
-
-    def __iter__(self):
-        for b in self.batches:
-            self.taken += 1
-            yield b
-
-
-class NoDataLoader:
-    def __iter__(self):
-        raise AssertionError('the hook must not read data here')
-
-
 def make_batches(n=3):
     g = torch.Generator().manual_seed(0)
     return [dict(inputs=torch.rand(2, 3, 16, 16, generator=g) * (i + 1), data_samples=None) for i in range(n)]
-
-
-def make_runner(model, loader):
-    """A mock runner with an epoch-style train loop (no ``dataloader_iterator``): batches come from the loader."""
-    runner = MagicMock()
-    runner.model, runner.train_dataloader, runner.train_loop = model, loader, SimpleNamespace()
-    return runner
 
 
 def logged(runner) -> str:
