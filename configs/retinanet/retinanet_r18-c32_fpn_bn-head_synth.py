@@ -18,3 +18,10 @@ model = dict(
     bbox_head=dict(type='AQDRetinaHead', multi_level_norm=True, num_classes=6, in_channels=64, feat_channels=64,
                    norm_cfg=norm_cfg))
 default_hooks = dict(checkpoint=dict(interval=500))
+# 1800 iterations instead of the shared schedule's 2300 (lr x0.1 still at 80%): a RetinaNet step is slower than
+# an FCOS step here (nine anchors per location; 0.46 s vs 0.34 s), and 2300 iterations took 18 minutes.
+train_cfg = dict(max_iters=1800, val_interval=1800)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=1800, by_epoch=False, milestones=[1440], gamma=0.1)
+]

@@ -37,15 +37,19 @@ def test_variant_table_is_consistent(tool):
 
 
 def test_quantized_variants_share_one_schedule_and_start_from_their_fp(tool):
-    schedules = set()
+    schedules, lengths = set(), set()
     for v in tool.VARIANTS:
         if v.fp is None:
             continue
         cfg = Config.fromfile(osp.join(ROOT, v.config))
         assert cfg.load_from == f'work_dirs/pipeline/{v.fp}/final.pth'
-        assert cfg.custom_hooks == [dict(type='QuantizerInitHook')]
-        schedules.add(json.dumps([cfg.train_cfg, cfg.param_scheduler, cfg.optim_wrapper], sort_keys=True))
-    assert len(schedules) == 1
+        lengths.add(json.dumps([cfg.train_cfg, cfg.optim_wrapper.optimizer], sort_keys=True))
+        if v.name.startswith('aqd-'):
+            assert cfg.custom_hooks == [dict(type='QuantizerInitHook')]
+            schedules.add(json.dumps([cfg.train_cfg, cfg.param_scheduler, cfg.optim_wrapper], sort_keys=True))
+    # the baselines keep their papers' lr policies (FQN: constant) but train as long, from the same lr
+    assert len(schedules) == 1 and len(lengths) == 1
+    assert {'auxi-w4a4-retinanet', 'fqn-w4a4-retinanet', 'aqd-w4a4-retinanet'} <= set(tool.DEFAULT)
 
 
 def test_select_adds_the_fp_detectors_and_rejects_unknown_names(tool, capsys):
@@ -56,6 +60,26 @@ def test_select_adds_the_fp_detectors_and_rejects_unknown_names(tool, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown variant(s) ['aqd-w5a5']" in err and 'aqd-w2a2-shared-bn' in err
+
+
+def test_retrain_names_and_their_dependents(tool, capsys):
+    args = tool.parse_args(['--variants', 'aqd-w4a4', 'aqd-w4a4-retinanet'])
+    assert args.retrain == set()
+    args = tool.parse_args(['--variants', 'aqd-w4a4', 'aqd-w4a4-retinanet', '--retrain'])
+    assert args.retrain == {'fp', 'aqd-w4a4', 'fp-retinanet', 'aqd-w4a4-retinanet'}
+    # a retrained FP detector retrains the selected variants fine-tuned from it, and nothing else
+    args = tool.parse_args(['--variants', 'aqd-w4a4', 'aqd-w4a4-retinanet', '--retrain', 'fp-retinanet'])
+    assert args.retrain == {'fp-retinanet', 'aqd-w4a4-retinanet'}
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--variants', 'aqd-w4a4', '--retrain', 'aqd-w3a3'])
+    assert "--retrain names variant(s) ['aqd-w3a3'] that are not selected" in capsys.readouterr().err
+
+
+def test_baseline_order_targets(tool):
+    aps = {'fp-retinanet': 50.0, 'aqd-w4a4-retinanet': 48.0, 'auxi-w4a4-retinanet': 48.5, 'fqn-w4a4-retinanet': 40.0}
+    checks = tool.check_targets(aps)
+    assert _met(checks['auxi-w4a4-retinanet']) == {'AQD > Auxi (aqd.md Table 2)': False}  # no gap target
+    assert _met(checks['fqn-w4a4-retinanet']) == {'Auxi > FQN (aqd.md Table 2)': True}
 
 
 def _met(checks):

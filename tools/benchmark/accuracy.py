@@ -3,19 +3,22 @@
     python tools/benchmark/accuracy.py                     # the default set, about an hour on 2 CPU cores
     python tools/benchmark/accuracy.py --variants aqd-w2a2 aqd-w2a2-shared-bn
     python tools/benchmark/accuracy.py --list              # every variant with its config
+    python tools/benchmark/accuracy.py --retrain aqd-w3a3  # the default set, training aqd-w3a3 again
     python tools/benchmark/accuracy.py --work-dir work_dirs/accuracy-gpu --iters-scale 4   # longer, e.g. on a GPU
 
 Each FP detector needed is trained once (FCOS, and RetinaNet when a RetinaNet variant is selected); every
 selected quantized variant is fine-tuned from its FP detector's weights with the one fine-tuning schedule of the
-quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py); all are evaluated on the val split
+quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py; FQN keeps its paper's constant lr
+over the same iterations); all are evaluated on the val split
 with pycocotools. Stages run in ``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work
 dir (``fp``, ``fp-retinanet``, ``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and
-interrupted ones resume (mmaqd.engine.experiment.run_stage; ``--retrain`` trains again).
+interrupted ones resume (mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again,
+``--retrain fp-retinanet aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
 
 Writes ``accuracy.md`` (AP, AP50, AP75, APs, APm, APl, the AP gap to the variant's FP detector, the target
 check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of aqd.md Tables
-1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, and multi-level BN beats shared BN at
-2 bits. A missed target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
+1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, multi-level BN beats shared BN at
+2 bits, and at 4 bits RetinaNet ranks AQD > Auxi > FQN (Table 2; the baselines have no gap target). A missed target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
 """
 import argparse
 import json
@@ -91,14 +94,22 @@ VARIANTS = [
             'AQD RetinaNet, 3 bits'),
     Variant('aqd-w2a2-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w2a2_synth.py', 'fp-retinanet', 2,
             'AQD RetinaNet, 2 bits'),
+    Variant('auxi-w4a4-retinanet', 'configs/auxi/retinanet_r18-c32_fpn_auxi-w4a4_synth.py', 'fp-retinanet', 4,
+            'Auxi RetinaNet, 4 bits (baseline: full-precision auxiliary module, shared BN)', target=False),
+    Variant('fqn-w4a4-retinanet', 'configs/fqn/retinanet_r18-c32_fpn_fqn-w4a4_synth.py', 'fp-retinanet', 4,
+            'FQN RetinaNet, 4 bits (baseline: folded frozen BN, percentile calibration, fully quantized)',
+            target=False),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
-DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-retinanet', 'aqd-w4a4-retinanet']
+DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-retinanet', 'aqd-w4a4-retinanet',
+           'auxi-w4a4-retinanet', 'fqn-w4a4-retinanet']
 
 #: largest AP drop from the FP detector an AQD variant of that bit width may show (aqd.md Tables 1-2 in shape)
 GAP_TARGETS = {4: 0.5, 3: 1.5, 2: 4.0}
 #: (better, worse, text): the first variant's AP must exceed the second's; shown on the second's row
-ORDER_TARGETS = [('aqd-w2a2', 'aqd-w2a2-shared-bn', 'multi-level BN > shared BN (aqd-w2a2)')]
+ORDER_TARGETS = [('aqd-w2a2', 'aqd-w2a2-shared-bn', 'multi-level BN > shared BN (aqd-w2a2)'),
+                 ('aqd-w4a4-retinanet', 'auxi-w4a4-retinanet', 'AQD > Auxi (aqd.md Table 2)'),
+                 ('auxi-w4a4-retinanet', 'fqn-w4a4-retinanet', 'Auxi > FQN (aqd.md Table 2)')]
 
 
 @dataclass
@@ -156,7 +167,7 @@ def run_all(variants: List[Variant], args) -> List[dict]:
             continue
         try:
             result: StageResult = run_stage(v.name, v.config, osp.join(args.work_dir, v.name), load_from,
-                                            args.cfg_options, args.retrain, data_root=args.data_root,
+                                            args.cfg_options, v.name in args.retrain, data_root=args.data_root,
                                             rescale=True, iters_scale=args.iters_scale, log=log)
         except Exception as e:  # one failed run must not lose the others' results
             traceback.print_exc()
@@ -212,7 +223,9 @@ def parse_args(argv=None):
                         help='the generated dataset (written when missing); every run reads it')
     parser.add_argument('--dataset-preset', default='benchmark',
                         help="the generator preset expected at --data-root ('tiny' for a smoke test)")
-    parser.add_argument('--retrain', action='store_true', help='train stages again even if they finished')
+    parser.add_argument('--retrain', nargs='*', metavar='VARIANT',
+                        help='train stages again even if they finished: the named ones (which must be selected), '
+                        'or every selected one when no name follows')
     parser.add_argument('--iters-scale', type=float, default=1.0,
                         help="multiply every run's max_iters (lr schedule stretched to match)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -223,6 +236,18 @@ def parse_args(argv=None):
         args.selected = select(args.variants)
     except KeyError as e:
         parser.error(e.args[0])
+    selected = [v.name for v in args.selected]
+    if args.retrain is None:
+        args.retrain = set()
+    elif not args.retrain:
+        args.retrain = set(selected)
+    else:
+        stray = [n for n in args.retrain if n not in selected]
+        if stray:
+            parser.error(f'--retrain names variant(s) {stray} that are not selected; selected: {selected}')
+        args.retrain = set(args.retrain)
+    # a variant fine-tuned from a detector that is trained again must be fine-tuned again too
+    args.retrain |= {v.name for v in args.selected if v.fp in args.retrain}
     return args
 
 
