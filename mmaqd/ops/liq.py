@@ -49,26 +49,51 @@ def _as_broadcast(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return alpha.reshape((-1,) + (1,) * (x.dim() - 1))
 
 
-def _levels(v: torch.Tensor, q: int, signed: bool) -> torch.Tensor:
-    """Quantized normalized value: 2 * w_bar - 1 in [-1, 1] (signed) or x_bar in [0, 1] (unsigned).
+def _levels_(v: torch.Tensor, q: int, signed: bool) -> torch.Tensor:
+    """Quantized normalized value, computed in place in ``v`` (a tensor this module owns) and returned:
+    2 * w_bar - 1 in [-1, 1] (signed) or x_bar in [0, 1] (unsigned).
 
-    Written as an integer over q, (2 * round(q * w_hat) - q) / q, so that the signed levels are exact mirror
-    images and the ends exactly -1 and 1.
+    The signed value is written as an integer over q, (2 * round(q * w_hat) - q) / q, so that the levels are exact
+    mirror images and the ends exactly -1 and 1.
     """
     if signed:
-        w_hat = 0.5 * (v.clamp(-1, 1) + 1)  # eq. 3, same shape as v
-        return (2 * torch.round(w_hat * q) - q) / q  # eq. 5, then the affine map back to [-1, 1]
-    return torch.round(v.clamp(0, 1) * q) / q  # eq. 4 and 5
+        # eq. 3: w_hat = 0.5 * (clip(v, -1, 1) + 1); eq. 5 on q * w_hat; then the affine map back to [-1, 1]
+        return v.clamp_(-1, 1).add_(1).mul_(0.5).mul_(q).round_().mul_(2).sub_(q).div_(q)
+    return v.clamp_(0, 1).mul_(q).round_().div_(q)  # eq. 4 and 5
+
+
+def _inside(v: torch.Tensor, signed: bool) -> torch.Tensor:
+    """Where eq. 6-7 take their inside branch: |v| < 1 (signed), 0 <= v < 1 (unsigned); a bool tensor."""
+    return v.abs() < 1 if signed else (v >= 0) & (v < 1)
+
+
+def _sum_per_alpha(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """sum(u * w) in ``acc`` over all of x (scalar alpha) or over each slice along dim 0 (per-channel alpha)."""
+    if a.dim() == 0:
+        if u.dtype == w.dtype == acc and u.is_contiguous() and w.is_contiguous():
+            return torch.dot(u.view(-1), w.view(-1))  # one pass, no temporary
+        return (u.to(acc) * w.to(acc)).sum()
+    return (u.to(acc) * w.to(acc)).reshape(u.shape[0], -1).sum(dim=1)  # (C,)
 
 
 class _LIQFakeQuant(torch.autograd.Function):
-    """Explicit forward/backward so that the gradients are exactly eq. 6-7; backward recomputes v = x / alpha
-    from the saved inputs instead of keeping extra tensors alive."""
+    """Explicit forward/backward so that the gradients are exactly eq. 6-7.
+
+    Cost matters: every conv input and weight of a quantized model passes through here in every step. The
+    forward allocates one tensor and works in place on it. Only ``x`` and ``alpha`` are saved (``x`` is usually
+    also saved by the op before, so it costs no memory); the backward recomputes v = x / alpha and the levels L
+    and uses that eq. 6-7 is, element-wise, d out / d alpha = L - v * inside (outside the interval L is the clipped
+    end, sign(x) or 1 or 0), so that
+
+        grad_alpha = sum(grad * L) - sum(grad_x * v),   grad_x = grad * inside,
+
+    two reductions instead of building the piecewise derivative.
+    """
 
     @staticmethod
     def forward(ctx, x, alpha, bits, signed):
         a = _as_broadcast(alpha, x).to(x.dtype)  # () or (C, 1, ..., 1)
-        out = a * _levels(x / a, 2 ** bits - 1, signed)  # same shape as x
+        out = _levels_(x / a, 2 ** bits - 1, signed).mul_(a)  # same shape as x
         ctx.save_for_backward(x, alpha)
         ctx.bits, ctx.signed = bits, signed
         return out
@@ -78,23 +103,15 @@ class _LIQFakeQuant(torch.autograd.Function):
         x, alpha = ctx.saved_tensors
         a = _as_broadcast(alpha, x).to(x.dtype)  # () or (C, 1, ..., 1)
         v = x / a  # same shape as x
-        if ctx.signed:
-            inside = v.abs() < 1
-            d_alpha = torch.where(inside, _levels(v, 2 ** ctx.bits - 1, True) - v, torch.sign(x))
-        else:
-            inside = (v >= 0) & (v < 1)
-            d_alpha = torch.where(inside, _levels(v, 2 ** ctx.bits - 1, False) - v, (v >= 1).to(x.dtype))
-        grad_x = grad_out * inside.to(grad_out.dtype) if ctx.needs_input_grad[0] else None
+        inside = _inside(v, ctx.signed)
+        grad_x = grad_out * inside  # same shape as x: straight through inside the interval, 0 outside
         grad_alpha = None
         if ctx.needs_input_grad[1]:
             acc = torch.promote_types(grad_out.dtype, torch.float32)  # sum half precision in float32
-            contrib = grad_out.to(acc) * d_alpha.to(acc)  # same shape as x
-            if a.dim() == 0:
-                grad_alpha = contrib.sum()
-            else:
-                grad_alpha = contrib.reshape(x.shape[0], -1).sum(dim=1)  # (C,)
-            grad_alpha = grad_alpha.reshape(alpha.shape).to(alpha.dtype)
-        return grad_x, grad_alpha, None, None
+            grad_alpha = -_sum_per_alpha(a, grad_x, v, acc)
+            levels = _levels_(v, 2 ** ctx.bits - 1, ctx.signed)  # v is not needed any more: L in its place
+            grad_alpha = (grad_alpha + _sum_per_alpha(a, grad_out, levels, acc)).reshape(alpha.shape).to(alpha.dtype)
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_alpha, None, None
 
 
 def liq_fake_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:

@@ -5,3 +5,4 @@ from .layers import (FoldedBN, InputQuantizer, QAdd, QConv2d, QConv2dOut, QConvB
 from .mode import quantization_disabled, quantizers, set_quantization  # noqa: F401
 from .quantizers import *  # noqa: F401,F403
 from .registry import QUANTIZERS, build_quantizer, registered_quantizers  # noqa: F401
+from .weight_reuse import reuse_quantized_weights  # noqa: F401

@@ -108,3 +108,14 @@ def test_quantized_train_eval_resume(tiny_coco, tmp_path, runner_cfg_builder):
     before, after = ckpt['state_dict'], torch.load(osp.join(q_dir, 'iter_3.pth'), weights_only=True)['state_dict']
     alphas = [k for k in before if k.endswith('_quantizer.alpha')]
     assert any(not torch.equal(before[k], after[k]) for k in alphas)  # quantizer ranges keep training
+
+
+def test_shared_head_convs_quantize_their_weights_once_per_forward():
+    model = build_cpu_model(_cfg(LIQ4)).eval()
+    conv = model.bbox_head.cls_convs[0].conv
+    calls = []
+    conv.weight_quantizer.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert len(calls) == 1  # five FPN levels, one weight quantization
+    assert conv.weight_reuse is None  # nothing kept after the pass

@@ -10,13 +10,17 @@ State-dict keys of the float layers are unchanged; quantizer state is added besi
 weight_quantizer.alpha`` ...). ``load_from`` a full-precision checkpoint therefore initialises the quantized
 model: quantizer state the checkpoint lacks stays fresh and is initialised from data (not reported missing),
 every other missing or unexpected key is reported by name by mmengine.
+
+Every forward (``loss``, ``predict``, ``tensor`` modes) runs inside
+:func:`mmaqd.quantization.reuse_quantized_weights`: the head convs shared by the FPN levels quantize their
+weights once per pass instead of once per level.
 """
 from typing import Optional
 
 from mmdet.models.detectors import FCOS, RetinaNet
 from mmdet.registry import MODELS
 
-from mmaqd.quantization import quantize_model
+from mmaqd.quantization import quantize_model, reuse_quantized_weights
 
 
 class QuantizedDetectorMixin:
@@ -27,6 +31,10 @@ class QuantizedDetectorMixin:
         self.quant_cfg = quant_cfg
         if quant_cfg is not None:
             quantize_model(self, dict(quant_cfg))
+
+    def forward(self, *args, **kwargs):
+        with reuse_quantized_weights(self):
+            return super().forward(*args, **kwargs)
 
 
 @MODELS.register_module()

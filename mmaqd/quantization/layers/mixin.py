@@ -56,9 +56,20 @@ class QuantLayerMixin:
         self.train(layer.training)
         return self
 
+    #: ``None``, or while :func:`mmaqd.quantization.reuse_quantized_weights` is active a list holding the
+    #: quantized weight of this forward pass once computed (a class default; set on instances only)
+    weight_reuse = None
+
     def quantized_weight(self) -> torch.Tensor:
         """The weight the op computes with: ``Q_W(weight)``, or ``weight`` when weights stay full precision."""
-        return self.weight if self.weight_quantizer is None else self.weight_quantizer(self.weight)
+        if self.weight_quantizer is None:
+            return self.weight
+        reuse = self.weight_reuse
+        if reuse is None:
+            return self.weight_quantizer(self.weight)
+        if not reuse:
+            reuse.append(self.weight_quantizer(self.weight))
+        return reuse[0]
 
     def quantized_input(self, x: torch.Tensor) -> torch.Tensor:
         """``Q_X(x)``, or ``x`` when activations stay full precision."""

@@ -66,19 +66,24 @@ class LIQ(BaseQuantizer):
             self.data_init = False
             self.initialized.fill_(True)
 
+    def _stats(self, w: torch.Tensor):
+        """(std + eps, mean) of ``w``, detached: the weight normalization's scale and centre."""
+        std, mean = torch.std_mean(w.detach())  # (), ()
+        return std + self.eps, mean
+
     def normalize(self, w: torch.Tensor) -> torch.Tensor:
         """(w - mean) / (std + eps) with detached statistics when ``weight_norm``, else ``w`` itself."""
         if not self.weight_norm:
             return w
-        std, mean = torch.std_mean(w.detach())  # (), ()
-        return (w - mean) / (std + self.eps)  # same shape as w
+        scale, mean = self._stats(w)
+        return (w - mean) / scale  # same shape as w
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        out = liq_fake_quant(self.normalize(x), self.alpha, self.bits, self.signed)
-        if self.weight_norm:  # back to the weight's scale and centre (detached): the grid stays uniform
-            std, mean = torch.std_mean(x.detach())  # (), ()
-            out = out * (std + self.eps) + mean
-        return out
+        if not self.weight_norm:
+            return liq_fake_quant(x, self.alpha, self.bits, self.signed)
+        scale, mean = self._stats(x)
+        out = liq_fake_quant((x - mean) / scale, self.alpha, self.bits, self.signed)
+        return out * scale + mean  # back to the weight's scale and centre (detached): the grid stays uniform
 
     def init_from(self, x: torch.Tensor) -> None:
         x = self.normalize(x).float()
