@@ -143,3 +143,21 @@ def test_alpha_shape_validation():
         liq_fake_quant(torch.ones(3, 2), torch.ones(3, 1), 2, True)
     with pytest.raises(TypeError):
         liq_fake_quant(torch.ones(3), torch.tensor(1.0), 2, 1)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_interval_ends_take_the_branch_of_eq_6_7(dtype):
+    """v = 0 is inside the unsigned interval, v = 1 outside; v = +-1 outside the signed one (exactly eq. 6-7)."""
+    a = torch.tensor(0.5, dtype=dtype, requires_grad=True)
+    x = torch.tensor([0.0, 0.5, -0.5, 0.25, -0.0], dtype=dtype, requires_grad=True)  # v = 0, 1, -1, 0.5, -0
+    up = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=dtype)
+    (liq_fake_quant(x, a, 2, False) * up).sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 0.0, 4.0, 5.0]
+    # alpha: 0 - 0 (v = 0), 1 (v >= 1), 0 (below), (round(1.5) / 3 - 0.5) * 4, 0 (v = -0)
+    assert a.grad.item() == pytest.approx(2.0 + (2 / 3 - 0.5) * 4.0, abs=1e-6)
+    x.grad = a.grad = None
+    (liq_fake_quant(x, a, 2, True) * up).sum().backward()
+    assert x.grad.tolist() == [1.0, 0.0, 0.0, 4.0, 5.0]
+    # signed: v = 0 -> (2 round(1.5) - 3) / 3 - 0 = 1/3; +-1 -> sign(x); v = 0.5 -> (2 round(2.25) - 3) / 3 - 0.5
+    expected = 1 / 3 * 1.0 + 2.0 - 3.0 + (1 / 3 - 0.5) * 4.0 + 1 / 3 * 5.0
+    assert a.grad.item() == pytest.approx(expected, abs=1e-6)

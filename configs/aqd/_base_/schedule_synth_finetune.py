@@ -15,5 +15,6 @@ finetune_schedule = dict(
              milestones=[int(finetune_iters * 0.8)], gamma=0.1)
     ],
     optim_wrapper=dict(
+        constructor='GroupedOptimWrapperConstructor',  # two param groups, not one per parameter (mmaqd.engine.optim)
         optimizer=dict(type='AdamW', lr=0.0002, weight_decay=0.05),
         paramwise_cfg=dict(custom_keys={'_quantizer': dict(lr_mult=10., decay_mult=0.)})))
