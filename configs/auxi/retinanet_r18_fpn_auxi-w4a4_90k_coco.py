@@ -43,5 +43,6 @@ model = dict(
 
 load_from = 'work_dirs/retinanet_r18_fpn_bn-head_90k_coco/iter_90000.pth'
 
-# quantizer ranges are not decayed towards 0
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'_quantizer': dict(decay_mult=0.)}))
+# quantizer ranges are not decayed towards 0; one param group per setting, not per parameter (mmaqd.engine.optim)
+optim_wrapper = dict(constructor='GroupedOptimWrapperConstructor',
+                     paramwise_cfg=dict(custom_keys={'_quantizer': dict(decay_mult=0.)}))
