@@ -1,7 +1,7 @@
 """Median train-step time of a quantized detector over its full-precision twin, measured in the same run.
 
     python tools/benchmark/train_step.py                     # LIQ 4-bit fully quantized FCOS vs FP FCOS
-    python tools/benchmark/train_step.py --steps 30 --batch-size 8 --threads 2
+    python tools/benchmark/train_step.py --steps 60 --batch-size 8 --threads 2
     python tools/benchmark/train_step.py --quant-config configs/liq/...py --fp-config configs/fcos/...py
 
 A train step is what mmengine's ``train_step`` does: data preprocessing, forward with losses, backward,
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument('--quant-config', default=Q_CONFIG)
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--size', type=int, default=192, help='square input side, pixels (the benchmark data: 192)')
-    parser.add_argument('--steps', type=int, default=20, help='timed steps per model')
+    parser.add_argument('--steps', type=int, default=40, help='timed steps per model')
     parser.add_argument('--warmup', type=int, default=3, help='untimed steps per model first')
     parser.add_argument('--threads', type=int, default=None, help='torch threads (default: torch decides)')
     args = parser.parse_args()
