@@ -9,16 +9,16 @@
 Each FP detector needed is trained once (FCOS, and RetinaNet when a RetinaNet variant is selected); every
 selected quantized variant is fine-tuned from its FP detector's weights with the one fine-tuning schedule of the
 quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py; FQN keeps its paper's constant lr
-over the same iterations); all are evaluated on the val split
-with pycocotools. Stages run in ``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work
-dir (``fp``, ``fp-retinanet``, ``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and
-interrupted ones resume (mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again,
+over the same iterations); all are evaluated on the val split with pycocotools. Stages run in
+``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work dir (``fp``, ``fp-retinanet``,
+``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and interrupted ones resume (mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again,
 ``--retrain fp-retinanet aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
 
 Writes ``accuracy.md`` (AP, AP50, AP75, APs, APm, APl, the AP gap to the variant's FP detector, the target
 check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of aqd.md Tables
 1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, multi-level BN beats shared BN at
-2 bits, and at 4 bits RetinaNet ranks AQD > Auxi > FQN (Table 2; the baselines have no gap target). A missed target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
+2 bits, and at 4 bits RetinaNet ranks AQD > Auxi > FQN (Table 2; the baselines have no gap target). A missed
+target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
 """
 import argparse
 import json
