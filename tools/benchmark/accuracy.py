@@ -11,8 +11,9 @@ selected quantized variant is fine-tuned from its FP detector's weights with the
 quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py; FQN keeps its paper's constant lr
 over the same iterations); all are evaluated on the val split with pycocotools. Stages run in
 ``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work dir (``fp``, ``fp-retinanet``,
-``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and interrupted ones resume (mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again,
-``--retrain fp-retinanet aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
+``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and interrupted ones resume
+(mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again, ``--retrain fp-retinanet
+aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
 
 Writes ``accuracy.md`` (AP, AP50, AP75, APs, APm, APl, the AP gap to the variant's FP detector, the target
 check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of aqd.md Tables
