@@ -75,6 +75,24 @@ def test_retrain_names_and_their_dependents(tool, capsys):
     assert "--retrain names variant(s) ['aqd-w3a3'] that are not selected" in capsys.readouterr().err
 
 
+def test_finetune_scale_lengthens_only_the_quantized_stages_in_their_own_dirs(tool, monkeypatch, tmp_path):
+    from mmaqd.engine.experiment import StageResult
+    calls = []
+
+    def fake_run_stage(name, config, work_dir, load_from, cfg_options, retrain, **kwargs):
+        calls.append((name, work_dir, load_from, kwargs['iters_scale']))
+        return StageResult(name, config, dict(AP=30.0), 1.0, True)
+
+    monkeypatch.setattr(tool, 'run_stage', fake_run_stage)
+    args = tool.parse_args(['--variants', 'aqd-w4a4', '--finetune-scale', '3', '--iters-scale', '0.5',
+                            '--work-dir', str(tmp_path)])
+    tool.run_all(args.selected, args)
+    assert calls == [('fp', str(tmp_path / 'fp'), None, 0.5),
+                     ('aqd-w4a4', str(tmp_path / 'aqd-w4a4-ft3'), str(tmp_path / 'fp' / 'final.pth'), 1.5)]
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--finetune-scale', '0'])
+
+
 def test_baseline_order_targets(tool):
     aps = {'fp-retinanet': 50.0, 'aqd-w4a4-retinanet': 48.0, 'auxi-w4a4-retinanet': 48.5, 'fqn-w4a4-retinanet': 40.0}
     checks = tool.check_targets(aps)

@@ -4,6 +4,7 @@
     python tools/benchmark/accuracy.py --variants aqd-w2a2 aqd-w2a2-shared-bn
     python tools/benchmark/accuracy.py --list              # every variant with its config
     python tools/benchmark/accuracy.py --retrain aqd-w3a3  # the default set, training aqd-w3a3 again
+    python tools/benchmark/accuracy.py --variants aqd-w4a4 aqd-w2a2 --finetune-scale 3   # 3x longer fine-tunes
     python tools/benchmark/accuracy.py --work-dir work_dirs/accuracy-gpu --iters-scale 4   # longer, e.g. on a GPU
 
 Each FP detector needed is trained once (FCOS, and RetinaNet when a RetinaNet variant is selected); every
@@ -152,6 +153,14 @@ def select(names: Optional[List[str]]) -> List[Variant]:
     return [v for v in VARIANTS if v.name in needed]
 
 
+def stage_dir(v: Variant, finetune_scale: float) -> str:
+    """The stage's folder under ``--work-dir``: its name; a quantized variant fine-tuned ``finetune_scale`` times as
+    long as its config says gets ``<name>-ft<scale>``, so that runs of different lengths keep their own results."""
+    if v.fp is None or finetune_scale == 1.0:
+        return v.name
+    return f'{v.name}-ft{finetune_scale:g}'
+
+
 def log(msg: str) -> None:
     print(f'[accuracy] {msg}', flush=True)
 
@@ -166,10 +175,12 @@ def run_all(variants: List[Variant], args) -> List[dict]:
         if v.fp and rows[v.fp]['error']:
             row['error'] = f'its FP detector {v.fp} failed'
             continue
+        scale = args.iters_scale * (args.finetune_scale if v.fp else 1.0)
         try:
-            result: StageResult = run_stage(v.name, v.config, osp.join(args.work_dir, v.name), load_from,
-                                            args.cfg_options, v.name in args.retrain, data_root=args.data_root,
-                                            rescale=True, iters_scale=args.iters_scale, log=log)
+            work_dir = osp.join(args.work_dir, stage_dir(v, args.finetune_scale))
+            result: StageResult = run_stage(v.name, v.config, work_dir, load_from, args.cfg_options,
+                                            v.name in args.retrain, data_root=args.data_root, rescale=True,
+                                            iters_scale=scale, log=log)
         except Exception as e:  # one failed run must not lose the others' results
             traceback.print_exc()
             row['error'] = f'{type(e).__name__}: {e}'
@@ -186,7 +197,8 @@ def run_all(variants: List[Variant], args) -> List[dict]:
     return list(rows.values())
 
 
-def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: float) -> str:
+def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: float,
+                  finetune_scale: float = 1.0) -> str:
     """The markdown table of ``run_all`` rows, then the machine and the overrides the runs used."""
     header = ['variant', 'config', 'bits'] + [label for label, _ in METRICS] + ['gap', 'target', 'train (s)',
                                                                                'eval (s)']
@@ -207,8 +219,9 @@ def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: flo
                         '-' if evals is None else f'{evals:.0f}'])
     lines = [markdown_table(header, table), '',
              'Machine: ' + ', '.join(f'{k} {v}' for k, v in machine.items())]
-    if cfg_options or iters_scale != 1.0:
-        lines.append(f'Overrides: --cfg-options {cfg_options or {}} --iters-scale {iters_scale}')
+    if cfg_options or iters_scale != 1.0 or finetune_scale != 1.0:
+        lines.append(f'Overrides: --cfg-options {cfg_options or {}} --iters-scale {iters_scale:g} '
+                     f'--finetune-scale {finetune_scale:g}')
     return '\n'.join(lines)
 
 
@@ -229,10 +242,16 @@ def parse_args(argv=None):
                         'or every selected one when no name follows')
     parser.add_argument('--iters-scale', type=float, default=1.0,
                         help="multiply every run's max_iters (lr schedule stretched to match)")
+    parser.add_argument('--finetune-scale', type=float, default=1.0,
+                        help="multiply only the quantized variants' max_iters (lr schedule stretched to match); "
+                        'they run in <work-dir>/<variant>-ft<scale>, the FP detectors are reused as they are')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every run (FP and quantized); a changed '
                         'train_cfg.max_iters stretches the lr schedule')
     args = parser.parse_args(argv)
+    if args.finetune_scale <= 0 or args.iters_scale <= 0:
+        parser.error(f'--iters-scale and --finetune-scale must be > 0, got {args.iters_scale} and '
+                     f'{args.finetune_scale}')
     try:
         args.selected = select(args.variants)
     except KeyError as e:
@@ -263,14 +282,15 @@ def main(argv=None) -> int:
     machine = machine_info()
     ensure_dataset(args.data_root, log, args.dataset_preset)
     rows = run_all(args.selected, args)
-    report = format_report(rows, machine, args.cfg_options, args.iters_scale)
+    report = format_report(rows, machine, args.cfg_options, args.iters_scale, args.finetune_scale)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(osp.join(args.out_dir, 'accuracy.md'), 'w') as f:
         f.write(report + '\n')
     checks = [t['met'] for r in rows for t in r.get('targets', [])]
     summary = dict(machine=machine, work_dir=args.work_dir, data_root=args.data_root,
                    dataset_preset=args.dataset_preset, cfg_options=args.cfg_options,
-                   iters_scale=args.iters_scale, total_seconds=round(time.time() - start, 1),
+                   iters_scale=args.iters_scale, finetune_scale=args.finetune_scale,
+                   total_seconds=round(time.time() - start, 1),
                    targets_met=checks.count(True), targets_missed=checks.count(False),
                    targets_unchecked=checks.count(None), variants=rows)
     with open(osp.join(args.out_dir, 'accuracy.json'), 'w') as f:
