@@ -10,5 +10,6 @@ from .version import __version__
 
 if importlib.util.find_spec('mmdet') is not None:
     from . import datasets, engine, models  # noqa: F401  (registers into mmdet's registries)
+    from .deploy import detectors  # noqa: F401  (the integer artefact's models)
 
 __all__ = ['__version__']

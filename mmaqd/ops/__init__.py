@@ -1,5 +1,12 @@
-"""Low-level differentiable quantization ops (torch only): the LIQ fake-quant (aqd.md eq. 3-7) and a
-straight-through round."""
+"""Low-level ops (torch only): the LIQ fake-quant with its eq. 6-7 gradients (AQD, arXiv 2007.06919) and a
+straight-through round for training; for integer-only inference, fixed-point requantization, weight packing and
+the integer conv and add, each an exact PyTorch reference."""
+from .fixed_point import (multiply_by_quantized_multiplier, quantize_multiplier, requantize,  # noqa: F401
+                          rounding_divide_by_pot, rounding_doubling_high_mul)
 from .liq import liq_fake_quant, round_ste
+from .packing import codes_to_values, field_bits, pack_codes, unpack_codes, values_to_codes  # noqa: F401
+from .quant_conv import finish_codes, quant_add, quant_conv2d  # noqa: F401
 
-__all__ = ['liq_fake_quant', 'round_ste']
+__all__ = ['liq_fake_quant', 'round_ste', 'quantize_multiplier', 'requantize', 'multiply_by_quantized_multiplier',
+           'rounding_doubling_high_mul', 'rounding_divide_by_pot', 'pack_codes', 'unpack_codes', 'field_bits',
+           'codes_to_values', 'values_to_codes', 'quant_conv2d', 'quant_add', 'finish_codes']

@@ -1,0 +1,72 @@
+"""Does the integer model compute what was trained? Per-quantizer agreement of integer and fake-quantized codes.
+
+The fake-quantized model rounds in float32, the integer model in fixed point (Jacob et al., CVPR 2018, section
+2.2: a 31-bit multiplier, round to nearest). They may disagree where a value lies within rounding error of a
+quantization boundary, by one step; anything more is a bug. This module runs both on the same images and
+compares, at every trained activation quantizer (every call of it: one per FPN level for the head's shared
+convs), the integer values the fake model's quantizer produced (its output divided by its step) with the integer
+network's values at the same place (the network's ``probes``), and the prediction outputs after dequantization.
+"""
+from collections import defaultdict
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from .grids import act_grid
+from .network import IntegerNetwork
+
+__all__ = ['agreement', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
+
+TARGET_EQUAL = 0.999     # share of identical integer values at every layer
+TARGET_WITHIN_ONE = 1.0  # share within one quantization step
+
+
+@torch.no_grad()
+def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
+              counts: Dict[str, List[int]] = None) -> Dict[str, List[int]]:
+    """Accumulate, per quantizer name, ``[values, equal, within one step, max steps apart]`` into ``counts``.
+
+    ``model`` is the fake-quantized detector (eval mode), ``batch_inputs`` a preprocessed batch (N, 3, H, W).
+    """
+    counts = counts if counts is not None else defaultdict(lambda: [0, 0, 0, 0])
+    probes = net.probes
+    names = sorted({p.rsplit('#', 1)[0] for p in probes})
+    captured = defaultdict(list)
+    # clone: an in-place ReLU follows the residual adds' output quantizers
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, i, o, n=n: captured[n].append(o.detach().clone())) for n in names]
+    try:
+        model.eval()
+        model(batch_inputs, mode='tensor')
+    finally:
+        for h in hooks:
+            h.remove()
+    kept = net(batch_inputs, keep=list(probes.values()))['_kept']
+    for name in names:
+        grid = act_grid(name, model.get_submodule(name))
+        step = 2 if grid.signed else 1
+        for k, fake in enumerate(captured[name]):
+            key = f'{name}#{k}'
+            if key not in probes:
+                raise RuntimeError(f'{name} ran {len(captured[name])} times in the fake model but the integer '
+                                   f'network has no probe {key}')
+            diff = (grid.values(fake) - kept[probes[key]].to(torch.int32)).abs()  # in integer units
+            c = counts[name]
+            c[0] += diff.numel()
+            c[1] += int((diff == 0).sum())
+            c[2] += int((diff <= step).sum())
+            c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
+    return counts
+
+
+def summarize(counts: Dict[str, List[int]]) -> Tuple[List[list], bool]:
+    """Rows ``[quantizer, values, % equal, % within one step, max steps]`` (worst first) and whether every
+    quantizer meets TARGET_EQUAL and TARGET_WITHIN_ONE."""
+    rows, ok = [], True
+    for name, (n, eq, within, worst) in counts.items():
+        e, w = eq / max(n, 1), within / max(n, 1)
+        ok &= e >= TARGET_EQUAL and w >= TARGET_WITHIN_ONE
+        rows.append([name, n, 100 * e, 100 * w, worst])
+    rows.sort(key=lambda r: (r[2], r[0]))
+    return rows, ok

@@ -1,0 +1,109 @@
+"""The integer convolution and add of an integer-only detector, with their output stage (torch reference).
+
+Quantized convolution with LIQ's weight grid (AQD, arXiv 2007.06919, section 3.3 eq. 3-5; weight normalization
+as in section 4.3): the trained weight is ``s_w * (v_w + mu)`` with odd integers ``v_w = 2c - q_w`` and a real
+offset ``mu = mean / s_w``; the input is ``s_x * v_x``. So
+
+    conv(x, w)[o] = s_w[o] * s_x * (A[o] + mu[o] * S),   A = conv(v_x, v_w),   S = conv(v_x, ones)
+
+and with ``mu~ = round(mu * 2^F)`` the accumulator ``acc = A * 2^F + mu~ * S`` is an integer in units of
+``s_w s_x / 2^F``. BN, ReLU and the next quantizer are the output stage :func:`mmaqd.ops.requantize` (Jacob et
+al., CVPR 2018, eq. 5-7). The add rescales both operands to a common grid in fixed point (TFLite's quantized add:
+each operand shifted left by ``left_shift`` bits, then scaled by its own multiplier), adds them and requantizes.
+
+These functions are the op contract that compiled kernels implement; this reference computes the integer sums
+in float64, where every partial sum is an integer below 2^53 (checked), and everything else in int64.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .fixed_point import multiply_by_quantized_multiplier, requantize
+from .packing import codes_to_values, unpack_codes
+
+__all__ = ['quant_conv2d', 'quant_add', 'finish_codes']
+
+_Pair = Union[int, Sequence[int]]
+
+
+def finish_codes(codes: torch.Tensor, out_levels: int, out_signed: bool) -> torch.Tensor:
+    """Codes c -> the integer values the next op computes with: ``2c - q`` (signed grid) or ``c`` (int32)."""
+    return codes_to_values(codes, out_levels, out_signed)
+
+
+def _weight_values(weight: torch.Tensor, w_bits: int, w_shape: Tuple[int, ...]) -> torch.Tensor:
+    """Packed uint8 codes (C_out, bytes) -> odd integer weights 2c - q, float64 (C_out, C_in/g, kh, kw)."""
+    k = 1
+    for d in w_shape[1:]:
+        k *= d
+    codes = unpack_codes(weight, w_bits, k)  # (C_out, K)
+    return codes_to_values(codes, (1 << w_bits) - 1, True).to(torch.float64).view(w_shape)
+
+
+def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
+                 w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, bias: Optional[torch.Tensor] = None,
+                 multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                 zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
+                 out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
+                 groups: int = 1) -> torch.Tensor:
+    """Integer conv + offset term + bias (+ requantization and clamp).
+
+    Args:
+        x: (N, C_in, H, W) integer input values (odd values on a signed grid, codes on an unsigned one).
+        weight: (C_out, bytes) uint8, codes packed by :func:`mmaqd.ops.pack_codes` at ``w_bits``; the weight
+            values are ``2c - q_w``.
+        w_shape: (C_out, C_in/groups, kh, kw).
+        w_offset: int32 (C_out,), ``mu~ = round(mu * 2^frac_bits)``, or ``None`` for no offset.
+        frac_bits: F, the fractional bits of the accumulator.
+        bias: int32 (C_out,) in accumulator units, or ``None``.
+        multiplier, shift: int32 (C_out,) fixed-point requantization; ``None`` returns the accumulator.
+        zero_point, qmin, qmax: output stage of :func:`requantize`.
+        out_levels, out_signed: the output grid (q and whether codes become odd values ``2c - q``).
+        stride, padding, dilation, groups: as ``torch.nn.functional.conv2d``; padding is with zeros.
+
+    Returns:
+        int32 (N, C_out, H', W'): output values, or ``acc + bias`` when ``multiplier`` is ``None``.
+    """
+    if x.is_floating_point():
+        raise TypeError(f'quant_conv2d: x must be an integer tensor, got {x.dtype}')
+    w = _weight_values(weight, w_bits, tuple(w_shape))  # (C_out, C_in/g, kh, kw)
+    xf = x.to(torch.float64)
+    k = w[0].numel()
+    bound = k * float(xf.abs().max() if x.numel() else 0) * ((1 << w_bits) - 1)
+    if bound >= 2 ** 53:
+        raise OverflowError(f'quant_conv2d: integer sums up to {bound:.3g} are not exact in float64')
+    acc = F.conv2d(xf, w, None, stride, padding, dilation, groups).to(torch.int64)  # A: (N, C_out, H', W')
+    if frac_bits:
+        acc = acc << frac_bits
+    if w_offset is not None:
+        ones = torch.ones((groups,) + tuple(w.shape[1:]), dtype=torch.float64, device=x.device)
+        s = F.conv2d(xf, ones, None, stride, padding, dilation, groups).to(torch.int64)  # S: (N, groups, H', W')
+        s = s.repeat_interleave(w.shape[0] // groups, dim=1)  # (N, C_out, H', W')
+        acc = acc + w_offset.to(torch.int64).view(1, -1, 1, 1) * s
+    if multiplier is None:
+        return (acc if bias is None else acc + bias.to(torch.int64).view(1, -1, 1, 1)).to(torch.int32)
+    codes = requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax)
+    return finish_codes(codes, out_levels, out_signed)
+
+
+def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor, b: Optional[torch.Tensor],
+              b_multiplier: Optional[torch.Tensor], b_shift: Optional[torch.Tensor], left_shift: int,
+              bias: int, multiplier: torch.Tensor, shift: torch.Tensor, zero_point: int, qmin: int, qmax: int,
+              out_levels: int, out_signed: bool) -> torch.Tensor:
+    """Requantizing add of two integer tensors on different grids (``b=None``: rescale ``a`` alone).
+
+    ``a' = round((a << left_shift) * M_a)``, ``b'`` likewise, then the output codes
+    ``clamp(round((a' + b' + bias) * M) + zero_point, qmin, qmax)``, returned as values (``2c - q`` when
+    ``out_signed``). Multipliers and shifts are int32 scalars (:func:`mmaqd.ops.quantize_multiplier`).
+
+    Returns:
+        int32, the broadcast shape of ``a`` and ``b``.
+    """
+    if a.is_floating_point() or (b is not None and b.is_floating_point()):
+        raise TypeError('quant_add: operands must be integer tensors')
+    t = multiply_by_quantized_multiplier(a.to(torch.int64) << left_shift, a_multiplier, a_shift)
+    if b is not None:
+        t = t + multiply_by_quantized_multiplier(b.to(torch.int64) << left_shift, b_multiplier, b_shift)
+    codes = requantize(t, multiplier, shift, torch.as_tensor(bias), zero_point, qmin, qmax, channel_dim=0)
+    return finish_codes(codes, out_levels, out_signed)

@@ -1,0 +1,238 @@
+"""Convert a trained AQD detector into an integer-only artefact, and check that it computes what was trained.
+
+    python tools/deploy.py configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py CKPT --out work_dirs/int-w4
+    python tools/deploy.py CONFIG CKPT --out DIR --verify --num-images 16      # + agreement table and both APs
+    python tools/deploy.py CONFIG CKPT --out DIR --cfg-options test_dataloader.dataset.data_root=data/other/
+
+Writes DIR/integer_model.py (an mmdet config), DIR/integer_model.pth (integer tensors only) and DIR/graph.json
+(mmaqd.deploy.artefact). mmdet's own test tool evaluates the artefact like any model:
+
+    python $MMDET_TOOLS/test.py DIR/integer_model.py DIR/integer_model.pth
+
+``--verify`` runs the fake-quantized model and the integer model on ``--num-images`` images of the test split
+and prints, per quantizer, the share of integer values equal to the fake-quantized model's (its output divided by
+its step) and the share within one step (targets: >= 99.9 % and 100 %), then the COCO AP of both on the whole
+test split (target: equal within 0.1). Missed targets are printed as MISSED; the results go to DIR/verify.json.
+An existing artefact in DIR is never overwritten unless ``--force``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+import torch
+from mmengine.config import Config, DictAction
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+AP_TOLERANCE = 0.1
+
+
+def log(msg: str) -> None:
+    print(f'[deploy] {msg}', flush=True)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the quantized config the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='its trained checkpoint')
+    parser.add_argument('--out', required=True, help='artefact directory to write')
+    parser.add_argument('--force', action='store_true', help='overwrite an existing artefact in --out')
+    parser.add_argument('--verify', action='store_true', help='compare integer and fake-quantized model')
+    parser.add_argument('--num-images', type=int, default=16, help='images for the per-layer agreement')
+    parser.add_argument('--no-ap', action='store_true', help='with --verify: skip the AP evaluation')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='overrides of the config, as mmdet')
+    args = parser.parse_args(argv)
+    if args.num_images < 1:
+        parser.error(f'--num-images must be >= 1, got {args.num_images}')
+    for path, what in ((args.config, 'config'), (args.checkpoint, 'checkpoint')):
+        if not osp.isfile(path):
+            parser.error(f'{what} {path} does not exist')
+    return args
+
+
+def load_config(path: str, cfg_options: Optional[dict]) -> Config:
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_trained_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
+    """The config's model on the CPU, eval mode, with the checkpoint loaded; mismatched keys are an error."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    model_cfg = cfg.model.copy()
+    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
+        model_cfg.backbone.init_cfg = None  # the checkpoint has the weights: no download
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{checkpoint} holds no state_dict')
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f'{checkpoint} does not fit {cfg.filename}: {len(result.missing_keys)} missing keys '
+                         f'(e.g. {result.missing_keys[:3]}) and {len(result.unexpected_keys)} unexpected keys '
+                         f'(e.g. {result.unexpected_keys[:3]}); is it a checkpoint of another config?')
+    return model.eval()
+
+
+def artefact_config(cfg: Config, kind: str, source: dict) -> Config:
+    """The mmdet config of the integer model: the trained config's data and evaluation, the integer detector."""
+    from mmaqd.deploy.artefact import GRAPH_NAME
+    from mmaqd.deploy.detectors import detector_type, head_config
+    out = Config(cfg.to_dict())
+    model = cfg.model
+    out.model = dict(type=detector_type(kind), data_preprocessor=model.data_preprocessor.to_dict(),
+                     net=dict(graph='{{ fileDirname }}/' + GRAPH_NAME),
+                     bbox_head=head_config(model.bbox_head.to_dict(), kind), test_cfg=model.test_cfg.to_dict())
+    out.load_from = None
+    out.resume = False
+    out.custom_hooks = []
+    out.pop('work_dir', None)
+    imports = list(out.get('custom_imports', {}).get('imports', []))
+    out.custom_imports = dict(imports=sorted(set(imports) | {'mmaqd'}), allow_failed_imports=False)
+    out.mmaqd_source = source
+    return out
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the FP32 float weights of the trained model (its state_dict without quantizer state)."""
+    return sum(t.numel() * 4 for k, t in model.state_dict().items()
+               if '_quantizer.' not in k and t.is_floating_point())
+
+
+def convert(args: argparse.Namespace):
+    from mmaqd.deploy.artefact import (CHECKPOINT_NAME, CONFIG_NAME, check_out_dir, write_network_files)
+    from mmaqd.deploy.converter import convert_detector
+    import mmaqd  # noqa: F401  (registers the plugin)
+    check_out_dir(args.out, args.force)
+    cfg = load_config(args.config, args.cfg_options)
+    model = build_trained_model(cfg, args.checkpoint)
+    start = time.time()
+    conv = convert_detector(model)
+    source = dict(config=osp.abspath(args.config), checkpoint=osp.abspath(args.checkpoint))
+    sizes = dict(artefact_bytes=0, fp32_weights_bytes=model_bytes(model),
+                 training_checkpoint_bytes=os.path.getsize(args.checkpoint))
+    graph = dict(kind=conv.kind, source=source, spec=conv.spec, report=conv.report,
+                 float_islands=conv.float_islands, sizes=sizes)
+    ckpt = write_network_files(args.out, conv.network, graph, dict(source=source))
+    sizes['artefact_bytes'] = os.path.getsize(ckpt)
+    write_network_files(args.out, conv.network, graph, dict(source=source))  # again, with the size in graph.json
+    artefact_config(cfg, conv.kind, source).dump(osp.join(args.out, CONFIG_NAME))
+    n_int = sum(1 for s in conv.spec['layers'] if s['type'] == 'conv')
+    fracs = [s['frac_bits'] for s in conv.spec['layers'] if s['type'] == 'conv']
+    log(f'converted in {time.time() - start:.1f} s: {n_int} integer convs (F {min(fracs)}..{max(fracs)}), '
+        f'{sum(1 for s in conv.spec["layers"] if s["type"] == "add")} integer adds / rescales, float islands: '
+        f'{conv.float_islands or "none"}')
+    log(f'artefact {args.out}: {CONFIG_NAME}, {CHECKPOINT_NAME} {sizes["artefact_bytes"] / 1e6:.2f} MB '
+        f'(FP32 weights {sizes["fp32_weights_bytes"] / 1e6:.2f} MB, '
+        f'{sizes["fp32_weights_bytes"] / sizes["artefact_bytes"]:.1f}x), graph.json')
+    return cfg, model, conv, sizes
+
+
+def load_artefact_detector(out_dir: str):
+    """Build the integer detector from the artefact's own config and checkpoint (the round trip users make)."""
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    from mmaqd.deploy.artefact import CHECKPOINT_NAME, CONFIG_NAME
+    cfg = Config.fromfile(osp.join(out_dir, CONFIG_NAME))
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    det = MODELS.build(cfg.model)
+    state = torch.load(osp.join(out_dir, CHECKPOINT_NAME), map_location='cpu', weights_only=True)['state_dict']
+    det.load_state_dict(state, strict=True)
+    return det.eval(), cfg
+
+
+def verify_agreement(cfg: Config, model, det, num_images: int) -> dict:
+    from mmengine.runner import Runner
+    from mmaqd.deploy.verify import TARGET_EQUAL, agreement, summarize
+    loader_cfg = cfg.test_dataloader.copy()
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    loader = Runner.build_dataloader(loader_cfg)
+    counts, seen, out_diff = None, 0, {}
+    with torch.no_grad():
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            x = data['inputs']
+            counts = agreement(model, det.net, x, counts)
+            fake = model(x, mode='tensor')
+            ours = det._forward(x)
+            for name, a, b in zip(det.net.output_names, fake, ours):
+                for level, (fa, ob) in enumerate(zip(a, b)):
+                    d = float((fa - ob).abs().max())
+                    top = float(fa.abs().max())
+                    prev = out_diff.get(name, (0.0, 0.0))
+                    out_diff[name] = (max(prev[0], d), max(prev[1], top))
+            seen += x.shape[0]
+            if seen >= num_images:
+                break
+    rows, ok = summarize(counts)
+    print(f'\nAgreement of integer and fake-quantized values on {seen} images, per quantizer (worst first):')
+    print(f'{"quantizer":<48} {"values":>9} {"equal %":>9} {"<=1 step %":>10} {"max steps":>9}')
+    for name, n, eq, within, worst in rows:
+        print(f'{name:<48} {n:>9} {eq:>9.3f} {within:>10.3f} {worst:>9}')
+    worst_eq = min(r[2] for r in rows)
+    worst_within = min(r[3] for r in rows)
+    print(f'lowest: {worst_eq:.3f} % equal, {worst_within:.3f} % within one step -> target >= '
+          f'{100 * TARGET_EQUAL:.1f} % / 100 %: {"met" if ok else "MISSED"}')
+    print('prediction outputs (after the head post-processing), max |fake - integer| / max |fake|:')
+    for name, (d, top) in out_diff.items():
+        print(f'  {name}: {d:.4g} / {top:.4g}')
+    return dict(images=seen, quantizers=[dict(zip(['quantizer', 'values', 'equal_pct', 'within_one_pct',
+                                                   'max_steps'], r)) for r in rows],
+                lowest_equal_pct=worst_eq, lowest_within_one_pct=worst_within, target_met=ok,
+                outputs={k: dict(max_abs_diff=v[0], max_abs=v[1]) for k, v in out_diff.items()})
+
+
+def evaluate(cfg: Config, checkpoint: str, work_dir: str) -> dict:
+    """COCO AP (percent) of ``cfg``'s model with ``checkpoint`` on its test split, through mmengine's Runner."""
+    from mmengine.runner import Runner
+    from mmaqd.engine.experiment import coco_ap
+    cfg = Config(cfg.to_dict())
+    cfg.work_dir = work_dir
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None
+    return coco_ap(Runner.from_cfg(cfg).test())
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, model, conv, sizes = convert(args)
+    except (ValueError, FileExistsError, NotADirectoryError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if not args.verify:
+        return 0
+    from mmaqd.deploy.artefact import CHECKPOINT_NAME
+    det, int_cfg = load_artefact_detector(args.out)
+    result = dict(sizes=sizes, float_islands=conv.float_islands)
+    result['agreement'] = verify_agreement(cfg, model, det, args.num_images)
+    if not args.no_ap:
+        with tempfile.TemporaryDirectory() as tmp:
+            fake_ap = evaluate(cfg, args.checkpoint, osp.join(tmp, 'fake'))
+            int_ap = evaluate(int_cfg, osp.join(args.out, CHECKPOINT_NAME), osp.join(tmp, 'integer'))
+        gap = round(int_ap['AP'] - fake_ap['AP'], 2)
+        ok = abs(gap) <= AP_TOLERANCE
+        print('\nCOCO bbox AP on the test split:')
+        print(f'  fake-quantized model: {fake_ap}\n  integer model:        {int_ap}')
+        print(f'  integer - fake = {gap:+.2f} AP -> target |gap| <= {AP_TOLERANCE}: {"met" if ok else "MISSED"}')
+        result.update(fake_ap=fake_ap, integer_ap=int_ap, ap_gap=gap, ap_target_met=ok)
+    with open(osp.join(args.out, 'verify.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    log(f'results in {osp.join(args.out, "verify.json")}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
