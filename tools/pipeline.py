@@ -1,6 +1,6 @@
-"""The main job: generated data -> full-precision FCOS -> AQD 4-bit FCOS -> COCO AP table.
+"""The main job: generated data -> full-precision FCOS -> AQD 4-bit FCOS -> integer-only FCOS -> results.
 
-    python tools/pipeline.py                       # stages fp, aqd-w4a4
+    python tools/pipeline.py                       # stages fp, aqd-w4a4-f8l8, and its integer artefact
     python tools/pipeline.py --stages fp fp-retinanet liq-w4a4
     python tools/pipeline.py --work-dir work_dirs/pipeline --cfg-options train_cfg.max_iters=500
 
@@ -11,6 +11,10 @@ for each stage train its config with mmengine's Runner and evaluate it on the va
 from its own latest checkpoint and only re-evaluates a finished one (found by its ``final.pth``; ``--retrain``
 trains again). A quantized stage starts from the ``final.pth`` of the stage it names (mmaqd.engine.experiment).
 tools/benchmark/accuracy.py uses the same stage names and work dir, so the two share finished stages.
+
+A stage whose config is integer-deployable (first and last layers at 8 bits, ``-f8l8``) is then converted by
+tools/deploy.py into ``<work-dir>/<stage>/integer/`` (an mmdet config + integer checkpoint) and verified: the
+agreement of the integer and fake-quantized models per quantizer, and the AP of both (``--no-deploy`` skips it).
 """
 import argparse
 import json
@@ -29,9 +33,14 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STAGES = [
     ('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, True),
     ('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, False),
-    ('aqd-w4a4', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py', 'fp', True),
+    ('aqd-w4a4', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py', 'fp', False),
+    ('aqd-w4a4-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp', True),
+    ('aqd-w2a2-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py', 'fp', False),
+    ('aqd-w4a4-f8l8-retinanet', 'configs/aqd/retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp-retinanet', False),
     ('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', False),
 ]
+#: stages whose weights tools/deploy.py converts into an integer artefact (after training)
+DEPLOY_STAGES = ('aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w4a4-f8l8-retinanet')
 
 
 def log(msg: str) -> None:
@@ -54,6 +63,8 @@ def main(argv=None) -> None:
                         choices=[s[0] for s in STAGES], help='stages to run, in the order of STAGES')
     parser.add_argument('--retrain', action='store_true', help='train stages again even if they finished')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='overrides applied to every stage')
+    parser.add_argument('--no-deploy', action='store_true', help='do not convert the -f8l8 stages to integers')
+    parser.add_argument('--num-images', type=int, default=16, help='images for the integer agreement check')
     args = parser.parse_args(argv)
     os.chdir(ROOT)
 
@@ -71,11 +82,48 @@ def main(argv=None) -> None:
         rows.append(dict(stage=name, config=config, metrics=result.metrics, seconds=result.seconds))
 
     table = format_table(rows)
+    deployed = [] if args.no_deploy else deploy_stages(rows, args)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
-        f.write(table + '\n')
+        f.write(table + '\n' + (('\n' + deploy_table(deployed) + '\n') if deployed else ''))
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(rows, f, indent=2)
+        json.dump(dict(stages=rows, integer=deployed), f, indent=2)
     print('\nCOCO bbox AP on the generated benchmark (val split):\n' + table, flush=True)
+    if deployed:
+        print('\nInteger-only models (tools/deploy.py):\n' + deploy_table(deployed), flush=True)
+
+
+def deploy_stages(rows: List[dict], args) -> List[dict]:
+    """Convert and verify every deployable stage of ``rows``; one result dict per stage."""
+    import deploy  # tools/deploy.py, beside this script
+    results = []
+    by_name = {r['stage']: r for r in rows}
+    for row in rows:
+        if row['stage'] not in DEPLOY_STAGES:
+            continue
+        out = osp.join(args.work_dir, row['stage'], 'integer')
+        ckpt = osp.join(args.work_dir, row['stage'], 'final.pth')
+        log(f'stage {row["stage"]}: converting {ckpt} to an integer model in {out}')
+        argv = [row['config'], ckpt, '--out', out, '--force', '--verify', '--num-images', str(args.num_images),
+                '--cfg-options', f'test_dataloader.dataset.data_root={args.data_root.rstrip("/")}/',
+                f'test_evaluator.ann_file={args.data_root.rstrip("/")}/annotations/instances_val.json']
+        if deploy.main(argv) != 0:
+            sys.exit(f'tools/deploy.py failed for stage {row["stage"]}')
+        with open(osp.join(out, 'verify.json')) as f:
+            verify = json.load(f)
+        init = dict((s[0], s[2]) for s in STAGES)[row['stage']]
+        fp_ap = by_name[init]['metrics']['AP'] if init in by_name else None
+        results.append(dict(stage=row['stage'], artefact=out, fp_ap=fp_ap, **verify))
+    return results
+
+
+def deploy_table(deployed: List[dict]) -> str:
+    header = ['stage', 'FP AP', 'fake-quant AP', 'integer AP', 'equal % (end to end, lowest)',
+              'equal % (per op, lowest)', 'integer model (MB)', 'FP32 weights (MB)']
+    return markdown_table(header, [[d['stage'], d['fp_ap'], d['fake_ap']['AP'], d['integer_ap']['AP'],
+                                    round(d['agreement']['end_to_end']['lowest_equal_pct'], 3),
+                                    round(d['agreement']['per_op']['lowest_equal_pct'], 3),
+                                    round(d['sizes']['artefact_bytes'] / 1e6, 2),
+                                    round(d['sizes']['fp32_weights_bytes'] / 1e6, 2)] for d in deployed])
 
 
 if __name__ == '__main__':

@@ -5,8 +5,9 @@ The arithmetic (AQD, arXiv 2007.06919, section 3.3 for LIQ's grids and 3.2 for m
 section 2.2-2.4 for the fixed-point output stage):
 
 * a conv with input grid ``s_x * v_x`` and LIQ weight ``s_w[o] * (v_w + mu[o])`` accumulates
-  ``acc = A * 2^F + round(mu * 2^F) * S`` (A = conv(v_x, v_w), S = conv(v_x, ones)) in units of
-  ``s_w s_x / 2^F``; F is the largest number of fractional bits (<= 24) for which no accumulator can leave int32;
+  ``acc = A * 2^F + round(round(mu * 2^G) * S / 2^(G - F))`` (A = conv(v_x, v_w), S = conv(v_x, ones)) in units of
+  ``s_w s_x / 2^F``; F is the largest number of fractional bits (<= 24) for which no accumulator can leave int32,
+  G (<= 30) the most that keep ``round(mu * 2^G)`` in int32 (:func:`mmaqd.ops.quant_conv2d`);
 * eval BN of FPN level l, ``z = a_l * y + c_l``, the ReLU and the consumer's LIQ quantizer become one output
   stage per (consumer, level): ``M_l = a_l s_w s_x / (2^F s')``, ``B_l = round((b + c_l / a_l) 2^F / (s_w s_x))``,
   code ``clamp(round(M_l (acc + B_l)) + zp, qmin, q)``. On an unsigned grid s' = s and zp = 0; on a signed one
@@ -34,6 +35,7 @@ __all__ = ['convert_detector', 'Conversion', 'ADD_LEFT_SHIFT']
 
 ADD_LEFT_SHIFT = 20  # TFLite's left shift of the operands of a quantized add
 _MAX_FRAC_BITS = 24
+_MAX_OFFSET_FRAC_BITS = 30
 _I32_MAX = (1 << 31) - 1
 
 
@@ -274,8 +276,10 @@ class _Converter:
             if req.kind == 'acc' and any(c.bn is not None for c in calls.values()):
                 raise ConversionError(f'{op.name}: a prediction conv with a BN after it is not supported')
 
-        for frac in range(_MAX_FRAC_BITS, -1, -1):
-            mu_t = torch.round(wg.offset * 2 ** frac)  # (C,) float64, integers
+        mu_max = float(wg.offset.abs().max())
+        offset_frac = min(_MAX_OFFSET_FRAC_BITS, 30 - max(0, math.ceil(math.log2(mu_max + 1e-30))))
+        mu_t = torch.round(wg.offset * 2 ** offset_frac)  # (C,) float64 integers, |.| < 2^31
+        for frac in range(min(_MAX_FRAC_BITS, offset_frac), -1, -1):
             tables, bmax, left = [], 0.0, 0
             for req in reqs:
                 t = self._stage_tables(req, op, calls, affine, levels, s_ws, b, frac, mults)
@@ -284,7 +288,7 @@ class _Converter:
                     bmax = max(bmax, float(t['bias'].abs().max()))
                 if 'shift' in t:
                     left = max(left, int(t['shift'].max()))
-            bound = k * xg.max_abs * (wg.levels * 2 ** frac + float(mu_t.abs().max())) + bmax
+            bound = k * xg.max_abs * (wg.levels + mu_max) * 2 ** frac + 1 + bmax
             if bound * 2 ** max(left, 0) <= _I32_MAX:
                 break
         else:
@@ -304,12 +308,14 @@ class _Converter:
             buffers[f'bias_{j}'] = t['bias'] if req.kind == 'float' else t['bias'].to(torch.int32)
             outputs.append(out)
         spec = dict(name=op.name, type='conv', w_shape=list(conv.weight.shape), w_bits=wg.bits,
-                    w_bytes=packed.shape[1], has_offset=has_offset, frac_bits=frac, stride=list(conv.stride),
+                    w_bytes=packed.shape[1], has_offset=has_offset, frac_bits=frac, offset_frac_bits=offset_frac,
+                    stride=list(conv.stride),
                     padding=list(conv.padding), dilation=list(conv.dilation), groups=conv.groups, num_levels=levels,
                     outputs=outputs)
         report = dict(layer=op.name, type='conv', input=xg.describe(), weight_bits=wg.bits,
                       weight_scale=[float(wg.scale.min()), float(wg.scale.max())],
                       weight_offset=[float(wg.offset.min()), float(wg.offset.max())], frac_bits=frac,
+                      offset_frac_bits=offset_frac,
                       acc_bound=bound, levels=levels, outputs=[
                           dict(o, **({'grid': req.grid.describe()} if req.grid else {})) for o, req in
                           zip(outputs, reqs)])

@@ -76,7 +76,7 @@ class IntConv(nn.Module):
     def _conv(self, x: torch.Tensor, **stage) -> torch.Tensor:
         s = self.spec
         return quant_conv2d(x, self.weight, s['w_bits'], s['w_shape'], self.w_offset if s['has_offset'] else None,
-                            s['frac_bits'], stride=s['stride'], padding=s['padding'], dilation=s['dilation'],
+                            s['frac_bits'], s['offset_frac_bits'], stride=s['stride'], padding=s['padding'], dilation=s['dilation'],
                             groups=s['groups'], **stage)
 
     def forward(self, x: torch.Tensor, level: int) -> List[torch.Tensor]:  # x: (N, C_in, H, W) int
@@ -228,14 +228,18 @@ class IntegerNetwork(nn.Module):
         keep = {n for outs in self.output_tensors for n in outs}
         return {k: v for k, v in last.items() if k not in keep}
 
-    def forward(self, x: torch.Tensor, keep: Sequence[str] = ()) -> Dict[str, List[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, keep: Sequence[str] = (),
+                override: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, List[torch.Tensor]]:
         """Run the graph on the normalized image ``x`` (N, 3, H, W) float.
 
         Returns ``{output name: [per-level tensor]}`` (int32 accumulators or floats); with ``keep`` (tensor names,
-        e.g. probe targets) those intermediate tensors are returned too, under ``'_kept'``.
+        e.g. probe targets) those intermediate tensors are returned too, under ``'_kept'``, as computed. With
+        ``override`` ({tensor name: value}) a computed tensor of that name is replaced by the given value for the
+        rest of the graph (teacher forcing: each op then sees the reference model's inputs).
         """
         env = {self.input_name: x}
         keep = set(keep)
+        override = override or {}
         kept = {}
         for i, node in enumerate(self.nodes):
             args = [env[n] for n in node['inputs']]
@@ -255,7 +259,7 @@ class IntegerNetwork(nn.Module):
             else:
                 raise ValueError(f'IntegerNetwork: unknown node op {op!r}')
             for name, value in zip(node['outputs'], results):
-                env[name] = value
+                env[name] = override.get(name, value)
                 if name in keep:
                     kept[name] = value
             for name in node['inputs']:

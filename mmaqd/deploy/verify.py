@@ -16,22 +16,17 @@ from torch import nn
 from .grids import act_grid
 from .network import IntegerNetwork
 
-__all__ = ['agreement', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
+__all__ = ['agreement', 'fake_values', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
 
 TARGET_EQUAL = 0.999     # share of identical integer values at every layer
 TARGET_WITHIN_ONE = 1.0  # share within one quantization step
 
 
 @torch.no_grad()
-def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
-              counts: Dict[str, List[int]] = None) -> Dict[str, List[int]]:
-    """Accumulate, per quantizer name, ``[values, equal, within one step, max steps apart]`` into ``counts``.
-
-    ``model`` is the fake-quantized detector (eval mode), ``batch_inputs`` a preprocessed batch (N, 3, H, W).
-    """
-    counts = counts if counts is not None else defaultdict(lambda: [0, 0, 0, 0])
-    probes = net.probes
-    names = sorted({p.rsplit('#', 1)[0] for p in probes})
+def fake_values(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+    """``{probe: integer values}`` of the fake-quantized ``model`` on ``batch_inputs`` at every probe of ``net``:
+    each quantizer's outputs, one per call, divided by its step."""
+    names = sorted({p.rsplit('#', 1)[0] for p in net.probes})
     captured = defaultdict(list)
     # clone: an in-place ReLU follows the residual adds' output quantizers
     hooks = [model.get_submodule(n).register_forward_hook(
@@ -42,21 +37,40 @@ def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
     finally:
         for h in hooks:
             h.remove()
-    kept = net(batch_inputs, keep=list(probes.values()))['_kept']
+    values = {}
     for name in names:
         grid = act_grid(name, model.get_submodule(name))
-        step = 2 if grid.signed else 1
-        for k, fake in enumerate(captured[name]):
-            key = f'{name}#{k}'
-            if key not in probes:
+        for k, out in enumerate(captured[name]):
+            if f'{name}#{k}' not in net.probes:
                 raise RuntimeError(f'{name} ran {len(captured[name])} times in the fake model but the integer '
-                                   f'network has no probe {key}')
-            diff = (grid.values(fake) - kept[probes[key]].to(torch.int32)).abs()  # in integer units
-            c = counts[name]
-            c[0] += diff.numel()
-            c[1] += int((diff == 0).sum())
-            c[2] += int((diff <= step).sum())
-            c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
+                                   f'network has no probe {name}#{k}')
+            values[f'{name}#{k}'] = grid.values(out)
+    return values
+
+
+@torch.no_grad()
+def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
+              counts: Dict[str, List[int]] = None, per_op: bool = False) -> Dict[str, List[int]]:
+    """Accumulate, per quantizer name, ``[values, equal, within one step, max steps apart]`` into ``counts``.
+
+    ``model`` is the fake-quantized detector (eval mode), ``batch_inputs`` a preprocessed batch (N, 3, H, W).
+    ``per_op=False`` compares the two models run end to end (a one-step difference early on propagates);
+    ``per_op=True`` feeds every integer op the fake model's values of its inputs (teacher forcing), so each
+    quantizer's row measures that op's arithmetic alone.
+    """
+    counts = counts if counts is not None else defaultdict(lambda: [0, 0, 0, 0])
+    fake = fake_values(model, net, batch_inputs)
+    override = {net.probes[p]: v for p, v in fake.items()} if per_op else {}
+    kept = net(batch_inputs, keep=list(net.probes.values()), override=override)['_kept']
+    for probe, ref in fake.items():
+        name = probe.rsplit('#', 1)[0]
+        step = 2 if act_grid(name, model.get_submodule(name)).signed else 1
+        diff = (ref - kept[net.probes[probe]].to(torch.int32)).abs()  # in integer units
+        c = counts[name]
+        c[0] += diff.numel()
+        c[1] += int((diff == 0).sum())
+        c[2] += int((diff <= step).sum())
+        c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
     return counts
 
 

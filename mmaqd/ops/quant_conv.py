@@ -6,8 +6,10 @@ offset ``mu = mean / s_w``; the input is ``s_x * v_x``. So
 
     conv(x, w)[o] = s_w[o] * s_x * (A[o] + mu[o] * S),   A = conv(v_x, v_w),   S = conv(v_x, ones)
 
-and with ``mu~ = round(mu * 2^F)`` the accumulator ``acc = A * 2^F + mu~ * S`` is an integer in units of
-``s_w s_x / 2^F``. BN, ReLU and the next quantizer are the output stage :func:`mmaqd.ops.requantize` (Jacob et
+and with ``mu~ = round(mu * 2^G)`` the accumulator ``acc = A * 2^F + round(mu~ * S / 2^(G - F))`` is an integer in
+units of ``s_w s_x / 2^F``. F (a few bits: A * 2^F must fit int32) and G >= F (up to 30: mu~ must fit int32) are
+separate so that the offset term, a product in int64 per output pixel, keeps G bits of mu (an error of at most
+``|S| 2^-(G+1) + 1/2`` accumulator units) even when the accumulator keeps only a few fractional bits. BN, ReLU and the next quantizer are the output stage :func:`mmaqd.ops.requantize` (Jacob et
 al., CVPR 2018, eq. 5-7). The add rescales both operands to a common grid in fixed point (TFLite's quantized add:
 each operand shifted left by ``left_shift`` bits, then scaled by its own multiplier), adds them and requantizes.
 
@@ -19,7 +21,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .fixed_point import multiply_by_quantized_multiplier, requantize
+from .fixed_point import multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
 from .packing import codes_to_values, unpack_codes
 
 __all__ = ['quant_conv2d', 'quant_add', 'finish_codes']
@@ -42,7 +44,8 @@ def _weight_values(weight: torch.Tensor, w_bits: int, w_shape: Tuple[int, ...]) 
 
 
 def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
-                 w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, bias: Optional[torch.Tensor] = None,
+                 w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, offset_frac_bits: Optional[int] = None,
+                 bias: Optional[torch.Tensor] = None,
                  multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
                  zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
                  out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
@@ -54,8 +57,9 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
         weight: (C_out, bytes) uint8, codes packed by :func:`mmaqd.ops.pack_codes` at ``w_bits``; the weight
             values are ``2c - q_w``.
         w_shape: (C_out, C_in/groups, kh, kw).
-        w_offset: int32 (C_out,), ``mu~ = round(mu * 2^frac_bits)``, or ``None`` for no offset.
+        w_offset: int32 (C_out,), ``mu~ = round(mu * 2^offset_frac_bits)``, or ``None`` for no offset.
         frac_bits: F, the fractional bits of the accumulator.
+        offset_frac_bits: G >= F, the fractional bits of ``w_offset`` (default F).
         bias: int32 (C_out,) in accumulator units, or ``None``.
         multiplier, shift: int32 (C_out,) fixed-point requantization; ``None`` returns the accumulator.
         zero_point, qmin, qmax: output stage of :func:`requantize`.
@@ -77,10 +81,14 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
     if frac_bits:
         acc = acc << frac_bits
     if w_offset is not None:
+        g = frac_bits if offset_frac_bits is None else offset_frac_bits
+        if g < frac_bits:
+            raise ValueError(f'quant_conv2d: offset_frac_bits={g} must be >= frac_bits={frac_bits}')
         ones = torch.ones((groups,) + tuple(w.shape[1:]), dtype=torch.float64, device=x.device)
         s = F.conv2d(xf, ones, None, stride, padding, dilation, groups).to(torch.int64)  # S: (N, groups, H', W')
         s = s.repeat_interleave(w.shape[0] // groups, dim=1)  # (N, C_out, H', W')
-        acc = acc + w_offset.to(torch.int64).view(1, -1, 1, 1) * s
+        term = w_offset.to(torch.int64).view(1, -1, 1, 1) * s  # |.| < 2^31 * 2^22: exact in int64
+        acc = acc + rounding_divide_by_pot(term, torch.tensor(g - frac_bits))
     if multiplier is None:
         return (acc if bias is None else acc + bias.to(torch.int64).view(1, -1, 1, 1)).to(torch.int32)
     codes = requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax)

@@ -96,6 +96,8 @@ VARIANTS = [
             'AQD RetinaNet, 3 bits'),
     Variant('aqd-w2a2-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w2a2_synth.py', 'fp-retinanet', 2,
             'AQD RetinaNet, 2 bits'),
+    Variant('aqd-w4a4-f8l8-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp-retinanet', 4,
+            'AQD RetinaNet, 4 bits, first/last layers at 8 bits'),
     Variant('auxi-w4a4-retinanet', 'configs/auxi/retinanet_r18-c32_fpn_auxi-w4a4_synth.py', 'fp-retinanet', 4,
             'Auxi RetinaNet, 4 bits (baseline: full-precision auxiliary module, shared BN)', target=False),
     Variant('fqn-w4a4-retinanet', 'configs/fqn/retinanet_r18-c32_fpn_fqn-w4a4_synth.py', 'fp-retinanet', 4,
