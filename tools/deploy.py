@@ -75,7 +75,12 @@ def build_trained_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{checkpoint} holds no state_dict')
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes that differ
+        detail = ' '.join(str(e).split('\n')[1:3]).strip()
+        raise ValueError(f'{checkpoint} does not fit {cfg.filename}: {detail}; is it a checkpoint of another '
+                         'config?') from e
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f'{checkpoint} does not fit {cfg.filename}: {len(result.missing_keys)} missing keys '
                          f'(e.g. {result.missing_keys[:3]}) and {len(result.unexpected_keys)} unexpected keys '

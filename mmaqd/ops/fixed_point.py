@@ -8,7 +8,8 @@ implement it: a real multiplier M > 0 (or < 0) is stored as ``M = M0 * 2^shift``
     SaturatingRoundingDoublingHighMul(t * 2^max(shift, 0), M0)   (the high 32 bits of 2 * t * M0, rounded)
     RoundingDivideByPOT(., max(-shift, 0))                        (an arithmetic right shift, rounded)
 
-Both roundings are to nearest with ties away from zero, as gemmlowp's ``fixedpoint.h``. Every function here
+Both round to nearest as gemmlowp's ``fixedpoint.h`` does: the shift breaks ties away from zero, the high
+multiply breaks the ties of a positive product upward and of a negative product toward zero. Every function here
 computes in int64 on int tensors, so the results are exact and identical on every device; they are the reference
 that compiled kernels are tested against.
 
@@ -20,12 +21,18 @@ from typing import Tuple
 
 import torch
 
-__all__ = ['quantize_multiplier', 'rounding_doubling_high_mul', 'rounding_divide_by_pot',
+__all__ = ['check_int32', 'quantize_multiplier', 'rounding_doubling_high_mul', 'rounding_divide_by_pot',
            'multiply_by_quantized_multiplier', 'requantize', 'MAX_RIGHT_SHIFT']
 
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 #: right shifts beyond 31 are allowed (tiny multipliers); the reference computes them in int64
 MAX_RIGHT_SHIFT = 62
+
+
+def check_int32(t: torch.Tensor, what: str) -> None:
+    """Raise OverflowError when an int64 tensor holds a value outside int32 (a fixed-point kernel would wrap)."""
+    if t.numel() and (int(t.max()) > _INT32_MAX or int(t.min()) < _INT32_MIN):
+        raise OverflowError(f'{what} leaves int32: [{int(t.min())}, {int(t.max())}]')
 
 
 def quantize_multiplier(real: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -115,5 +122,6 @@ def requantize(acc: torch.Tensor, m0: torch.Tensor, shift: torch.Tensor, bias=No
     t = acc.to(torch.int64)
     if bias is not None:
         t = t + per_channel(bias).to(torch.int64)
+    check_int32(t, 'requantize: accumulator + bias')
     out = multiply_by_quantized_multiplier(t, per_channel(m0), per_channel(shift)) + int(zero_point)
     return out.clamp_(int(qmin), int(qmax)).to(torch.int32)

@@ -23,6 +23,8 @@ def field_bits(bits: int) -> int:
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack ``codes`` (C, K) in 0..2^bits-1 into uint8 (C, ceil(K * field / 8))."""
+    if codes.is_floating_point():
+        raise TypeError(f'pack_codes expects integer codes, got {codes.dtype}')
     if codes.dim() != 2:
         raise ValueError(f'pack_codes expects (C, K) codes, got shape {tuple(codes.shape)}')
     q = (1 << bits) - 1

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .fixed_point import multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
+from .fixed_point import check_int32, multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
 from .packing import codes_to_values, unpack_codes
 
 __all__ = ['quant_conv2d', 'quant_add', 'finish_codes']
@@ -90,7 +90,9 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
         term = w_offset.to(torch.int64).view(1, -1, 1, 1) * s  # |.| < 2^31 * 2^22: exact in int64
         acc = acc + rounding_divide_by_pot(term, torch.tensor(g - frac_bits))
     if multiplier is None:
-        return (acc if bias is None else acc + bias.to(torch.int64).view(1, -1, 1, 1)).to(torch.int32)
+        acc = acc if bias is None else acc + bias.to(torch.int64).view(1, -1, 1, 1)
+        check_int32(acc, 'quant_conv2d: accumulator + bias')
+        return acc.to(torch.int32)
     codes = requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax)
     return finish_codes(codes, out_levels, out_signed)
 
