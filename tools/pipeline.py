@@ -117,13 +117,15 @@ def deploy_stages(rows: List[dict], args) -> List[dict]:
 
 
 def deploy_table(deployed: List[dict]) -> str:
-    header = ['stage', 'FP AP', 'fake-quant AP', 'integer AP', 'equal % (end to end, lowest)',
-              'equal % (per op, lowest)', 'integer model (MB)', 'FP32 weights (MB)']
+    header = ['stage', 'FP AP', 'fake-quant AP', 'integer AP', 'equal %, lowest layer (exact ref.)',
+              'equal %, lowest layer (per op)', 'equal %, lowest layer (float32 ref.)', 'integer model (MB)',
+              'FP32 weights (MB)']
     return markdown_table(header, [[d['stage'], d['fp_ap'], d['fake_ap']['AP'], d['integer_ap']['AP'],
-                                    round(d['agreement']['end_to_end']['lowest_equal_pct'], 3),
-                                    round(d['agreement']['per_op']['lowest_equal_pct'], 3),
-                                    round(d['sizes']['artefact_bytes'] / 1e6, 2),
-                                    round(d['sizes']['fp32_weights_bytes'] / 1e6, 2)] for d in deployed])
+                                    f"{d['agreement']['end_to_end_exact']['lowest_equal_pct']:.3f}",
+                                    f"{d['agreement']['per_op']['lowest_equal_pct']:.3f}",
+                                    f"{d['agreement']['end_to_end_float32']['lowest_equal_pct']:.3f}",
+                                    f"{d['sizes']['artefact_bytes'] / 1e6:.2f}",
+                                    f"{d['sizes']['fp32_weights_bytes'] / 1e6:.2f}"] for d in deployed])
 
 
 if __name__ == '__main__':

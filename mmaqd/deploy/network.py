@@ -76,8 +76,8 @@ class IntConv(nn.Module):
     def _conv(self, x: torch.Tensor, **stage) -> torch.Tensor:
         s = self.spec
         return quant_conv2d(x, self.weight, s['w_bits'], s['w_shape'], self.w_offset if s['has_offset'] else None,
-                            s['frac_bits'], s['offset_frac_bits'], stride=s['stride'], padding=s['padding'], dilation=s['dilation'],
-                            groups=s['groups'], **stage)
+                            s['frac_bits'], s['offset_frac_bits'], stride=s['stride'], padding=s['padding'],
+                            dilation=s['dilation'], groups=s['groups'], **stage)
 
     def forward(self, x: torch.Tensor, level: int) -> List[torch.Tensor]:  # x: (N, C_in, H, W) int
         outs = self.spec['outputs']

@@ -7,16 +7,18 @@ compares, at every trained activation quantizer (every call of it: one per FPN l
 convs), the integer values the fake model's quantizer produced (its output divided by its step) with the integer
 network's values at the same place (the network's ``probes``), and the prediction outputs after dequantization.
 """
+import copy
 from collections import defaultdict
 from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
-from .grids import act_grid
+from ..quantization.layers import QConv2d
+from .grids import act_grid, weight_grid
 from .network import IntegerNetwork
 
-__all__ = ['agreement', 'fake_values', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
+__all__ = ['agreement', 'exact_reference', 'fake_values', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
 
 TARGET_EQUAL = 0.999     # share of identical integer values at every layer
 TARGET_WITHIN_ONE = 1.0  # share within one quantization step
@@ -72,6 +74,31 @@ def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
         c[2] += int((diff <= step).sum())
         c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
     return counts
+
+
+class _ExactWeight(nn.Module):
+    """Stands in for a weight quantizer: returns the grid's exact real weight, whatever it is given."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.register_buffer('weight', weight)
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        return self.weight
+
+
+def exact_reference(model: nn.Module) -> nn.Module:
+    """A float64 copy of the fake-quantized ``model`` whose quantized conv weights are exactly their grid values
+    ``s_w (2c - q + mu)`` (the codes as trained): the real-valued quantized model with float32's rounding noise
+    removed. Its activation codes are what exact arithmetic gives, which the integer model should match up to
+    its fixed-point multipliers (2^-31 relative), where the float32 model also rounds its sums."""
+    ref = copy.deepcopy(model).eval()
+    for name, m in ref.named_modules():
+        if isinstance(m, QConv2d) and m.weight_quantizer is not None and m.act_quantizer is not None:
+            g = weight_grid(name, m)
+            v = (2 * g.codes - g.levels).double().view(m.weight.shape)
+            m.weight_quantizer = _ExactWeight(g.scale.view(-1, 1, 1, 1) * (v + g.offset.view(-1, 1, 1, 1)))
+    return ref.double()
 
 
 def summarize(counts: Dict[str, List[int]]) -> Tuple[List[list], bool]:

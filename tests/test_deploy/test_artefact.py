@@ -102,12 +102,13 @@ def test_verify_prints_agreement_and_both_aps(fcos_checkpoint, tiny_coco, tmp_pa
     argv = [osp.join(ROOT, FCOS_F8L8), fcos_checkpoint, '--out', out, '--verify', '--num-images', '2']
     assert tool.main(argv + _data_options(tiny_coco)) == 0
     printed = capsys.readouterr().out
-    assert 'each integer op fed the fake-quantized model' in printed and 'integer - fake =' in printed
+    assert 'Each integer op fed the float32 fake-quantized model' in printed and 'integer - fake =' in printed
     with open(osp.join(out, 'verify.json')) as f:
         result = json.load(f)
     assert result['agreement']['images'] == 2
-    per_op = result['agreement']['per_op']
-    assert per_op['lowest_within_one_pct'] == 100.0 and per_op['lowest_equal_pct'] >= 99.5
+    for table in ('per_op', 'end_to_end_exact'):
+        rows = result['agreement'][table]
+        assert rows['lowest_within_one_pct'] == 100.0 and rows['lowest_equal_pct'] >= 99.5, table
     assert set(result['fake_ap']) == set(result['integer_ap']) >= {'AP', 'AP50'}
 
 
