@@ -110,6 +110,12 @@ def test_verify_prints_agreement_and_both_aps(fcos_checkpoint, tiny_coco, tmp_pa
         rows = result['agreement'][table]
         assert rows['lowest_within_one_pct'] == 100.0 and rows['lowest_equal_pct'] >= 99.5, table
     assert set(result['fake_ap']) == set(result['integer_ap']) >= {'AP', 'AP50'}
+    # the main job's summary row reads this file
+    spec = importlib.util.spec_from_file_location('pipeline_tool', osp.join(ROOT, 'tools', 'pipeline.py'))
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    row = pipeline.deploy_table([dict(stage='s', fp_ap=1.5, **result)]).splitlines()[-1]
+    assert row.startswith('| s | 1.5 | ') and f"{result['agreement']['per_op']['lowest_equal_pct']:.3f}" in row
 
 
 def test_existing_artefact_is_not_overwritten_without_force(fcos_checkpoint, tiny_coco, tmp_path, capsys):
