@@ -38,11 +38,11 @@ def get_extensions() -> list:
         return []
     import torch
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
-    define_macros, extra_compile_args = [], {'cxx': ['-O3', '-std=c++17']}
+    define_macros, extra_compile_args = [], {'cxx': ['-O3', '-std=c++20']}
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
         define_macros.append(('MMAQD_WITH_CUDA', None))
         sources += sorted(glob.glob(osp.join(csrc, 'cuda', '*.cu')))
-        extra_compile_args['nvcc'] = ['-O3', '-std=c++17']
+        extra_compile_args['nvcc'] = ['-O3', '-std=c++20']
         ext = CUDAExtension
     else:
         ext = CppExtension

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .fixed_point import check_int32, multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
+from .extension import extension_available
 from .packing import codes_to_values, unpack_codes
 
-__all__ = ['quant_conv2d', 'quant_add', 'finish_codes']
+__all__ = ['quant_conv2d', 'quant_conv2d_reference', 'quant_add', 'finish_codes']
 
 _Pair = Union[int, Sequence[int]]
 
@@ -43,7 +44,37 @@ def _weight_values(weight: torch.Tensor, w_bits: int, w_shape: Tuple[int, ...]) 
     return codes_to_values(codes, (1 << w_bits) - 1, True).to(torch.float64).view(w_shape)
 
 
+def _pair(v) -> list:
+    return [int(v), int(v)] if isinstance(v, int) else [int(e) for e in v]
+
+
 def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
+                 w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, offset_frac_bits: Optional[int] = None,
+                 bias: Optional[torch.Tensor] = None,
+                 multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                 zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
+                 out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
+                 groups: int = 1) -> torch.Tensor:
+    """Integer conv + offset term + bias (+ requantization and clamp): the compiled op
+    (``torch.ops.mmaqd.quant_conv2d``) on CPU tensors when the extension is built, else
+    :func:`quant_conv2d_reference`; both give the same integers. Arguments and result as the reference."""
+    if x.device.type == 'cpu' and not x.is_floating_point() and extension_available():
+        g = frac_bits if offset_frac_bits is None else offset_frac_bits
+        try:
+            return torch.ops.mmaqd.quant_conv2d(x, weight, int(w_bits), [int(d) for d in w_shape], w_offset,
+                                                int(frac_bits), int(g), bias, multiplier, shift, int(zero_point),
+                                                int(qmin), int(qmax), int(out_levels), bool(out_signed),
+                                                _pair(stride), _pair(padding), _pair(dilation), int(groups))
+        except RuntimeError as e:  # the reference's error types: overflow is an OverflowError
+            if 'leaves int32' in str(e) or 'must fit int16' in str(e):
+                raise OverflowError(str(e).splitlines()[0]) from None
+            raise
+    return quant_conv2d_reference(x, weight, w_bits, w_shape, w_offset, frac_bits, offset_frac_bits, bias,
+                                  multiplier, shift, zero_point, qmin, qmax, out_levels, out_signed, stride,
+                                  padding, dilation, groups)
+
+
+def quant_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
                  w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, offset_frac_bits: Optional[int] = None,
                  bias: Optional[torch.Tensor] = None,
                  multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,

@@ -1,0 +1,64 @@
+"""The compiled ops (``mmaqd._ext``, built from ``mmaqd/ops/csrc`` by setup.py), loaded once if present.
+
+Every compiled op has an exact PyTorch reference in :mod:`mmaqd.ops`; the Python functions call
+``torch.ops.mmaqd.<op>`` when the extension is loaded (and the tensors are on a device it is registered for), the
+reference otherwise. The extension registers its ops with ``TORCH_LIBRARY``, so it is loaded with
+``torch.ops.load_library`` rather than imported. ``MMAQD_DISABLE_EXT=1`` keeps the reference path even when the
+extension is built. Which path is active is logged once (logger ``mmaqd``) and returned by :func:`active_path`.
+"""
+import importlib.util
+import logging
+import os
+from typing import Optional
+
+import torch
+
+__all__ = ['extension_available', 'active_path']
+
+_logger = logging.getLogger('mmaqd')
+_state: Optional[str] = None
+
+
+def _load() -> str:
+    global _state
+    if _state is not None:
+        return _state
+    if os.getenv('MMAQD_DISABLE_EXT', '0') not in ('', '0'):
+        _state = 'reference (MMAQD_DISABLE_EXT is set)'
+    else:
+        spec = importlib.util.find_spec('mmaqd._ext')
+        if spec is None or spec.origin is None:
+            _state = 'reference (mmaqd._ext is not built: MMAQD_WITH_OPS=0 or an install without a compiler)'
+        else:
+            try:
+                torch.ops.load_library(spec.origin)
+                _register_fake()
+                _state = f'compiled ({spec.origin})'
+            except (OSError, RuntimeError) as e:  # e.g. built against another torch
+                _state = f'reference (mmaqd._ext failed to load: {e})'
+    _logger.info('mmaqd ops: %s', _state)
+    return _state
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _register_fake() -> None:
+    """Shape functions of the compiled ops (FakeTensor / torch.compile / ``torch.library.opcheck``)."""
+    @torch.library.register_fake('mmaqd::quant_conv2d')
+    def _(x, weight, w_bits, w_shape, w_offset, frac_bits, offset_frac_bits, bias, multiplier, shift, zero_point,
+          qmin, qmax, out_levels, out_signed, stride, padding, dilation, groups):
+        h = _conv_out(x.shape[2], w_shape[2], stride[0], padding[0], dilation[0])
+        w = _conv_out(x.shape[3], w_shape[3], stride[1], padding[1], dilation[1])
+        return x.new_empty((x.shape[0], w_shape[0], h, w), dtype=torch.int32)
+
+
+def extension_available() -> bool:
+    """Whether the compiled ops are loaded (loads them on the first call)."""
+    return _load().startswith('compiled')
+
+
+def active_path() -> str:
+    """``'compiled (...)'`` or ``'reference (why)'``."""
+    return _load()
