@@ -2,17 +2,24 @@
 // bit for bit what mmaqd/ops/quant_conv.py computes (AQD, arXiv 2007.06919, section 3.3 for the grids; Jacob et
 // al., CVPR 2018, section 2.2-2.4 for the output stage).
 //
-// Per image and group: im2col of the integer input into int16 rows (one row of K = C_in/g * kh * kw values per
-// output pixel, zero padded to a multiple of 16), then A[o][p] = sum_k w[o][k] * col[p][k] with int32
-// accumulation (exact: |A| < 2^31 is guaranteed by the converter's F and checked below), and S[p] = sum_k
-// col[p][k] for the offset term. The dot products run in an AVX2 kernel (vpmaddwd on int16, 2 pixels x 4 output
-// channels per register tile) when the CPU has AVX2 and MMAQD_FORCE_SCALAR is unset, else in a scalar loop.
-// The output stage is fused per output element.
+// The input is brought to NHWC once; per image, group and block of output pixels an im2col copies whole channel
+// runs into rows of K = kh * kw * C_in/g values (K padded with zeros), and S[p] = the row's sum (the offset term
+// needs it). Then, per output channel o and pixel p, one dot product over K with int32 accumulation (exact: the
+// converter's F keeps |A| < 2^31, checked below):
+//   * 2-7-bit weights and |x| <= 127 (every 2-4-bit layer): u8 weight codes c x s8 inputs, A = 2 dot(c, x) - q S
+//     (the weight value is 2c - q): AVX-512 VNNI vpdpbusd (64 products per instruction) where the CPU has it,
+//     else AVX2 vpmaddubsw + vpmaddwd (pair sums stay below 2 * 127 * 127 < 2^15: no saturation);
+//   * otherwise (the 8-bit first and last layers): int16 x int16 with AVX2 vpmaddwd;
+//   each with a scalar fallback; the path is chosen at run time (MMAQD_FORCE_SCALAR=1 forces the scalar loops).
+// The u8 x s8 kernels broadcast each pixel's inputs against 16 (VNNI) or 8 (AVX2) packed output channels, 8 pixels
+// per tile; the int16 kernel uses a 2 pixel x 4 channel tile. The output stage runs per output channel and block.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "fixed_point.h"
@@ -21,74 +28,186 @@
 namespace mmaqd {
 namespace {
 
-constexpr int64_t kLane = 16;  // int16 values per AVX2 register
+enum class Isa { kScalar, kAvx2, kAvx512Vnni };
 
-bool use_avx2() {
-  static const bool avx2 = [] {
+Isa detect_isa() {
+  static const Isa isa = [] {
     const char* force = std::getenv("MMAQD_FORCE_SCALAR");
-    if (force != nullptr && force[0] != '\0' && force[0] != '0') return false;
-    return bool(__builtin_cpu_supports("avx2"));
+    if (force != nullptr && force[0] != '\0' && force[0] != '0') return Isa::kScalar;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return Isa::kAvx512Vnni;
+    if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
+    return Isa::kScalar;
   }();
-  return avx2;
+  return isa;
 }
 
-// out[o * ldo + p] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np; kp a multiple of 16
-void dots_scalar(const int16_t* w, const int16_t* col, int64_t og, int64_t np, int64_t kp, int32_t* out,
-                 int64_t ldo) {
-  for (int64_t p = 0; p < np; ++p) {
-    const int16_t* c = col + p * kp;
+// ------------------------------------------------------------------------------------------- dot products
+// out[o * ldo + p] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np. The vector kernels need og a
+// multiple of 4, np a multiple of 2 and kp a multiple of their vector width (the caller pads with zeros).
+template <typename TW, typename TX>
+void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp, int32_t* out, int64_t ldo) {
+  for (int64_t p = 0; p < np; ++p)
     for (int64_t o = 0; o < og; ++o) {
-      const int16_t* r = w + o * kp;
+      const TW* r = w + o * kp;
+      const TX* c = col + p * kp;
       int32_t acc = 0;
       for (int64_t k = 0; k < kp; ++k) acc += int32_t(r[k]) * int32_t(c[k]);
       out[o * ldo + p] = acc;
     }
-  }
 }
 
-__attribute__((target("avx2"))) inline int32_t hsum(__m256i v) {
+__attribute__((target("avx2"))) inline int32_t hsum256(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return _mm_cvtsi128_si32(s);
 }
 
-// the same with og a multiple of 4 and np a multiple of 2 (the caller pads)
-__attribute__((target("avx2"))) void dots_avx2(const int16_t* w, const int16_t* col, int64_t og, int64_t np,
-                                               int64_t kp, int32_t* out, int64_t ldo) {
-  for (int64_t p = 0; p < np; p += 2) {
-    const int16_t* c0 = col + p * kp;
-    const int16_t* c1 = c0 + kp;
-    for (int64_t o = 0; o < og; o += 4) {
-      const int16_t* r0 = w + o * kp;
-      __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
-              a30 = a00, a31 = a00;
-      for (int64_t k = 0; k < kp; k += kLane) {
-        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0 + k));
-        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1 + k));
-        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + k));
-        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(wv, x0));
-        a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(wv, x1));
-        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + kp + k));
-        a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(wv, x0));
-        a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(wv, x1));
-        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + 2 * kp + k));
-        a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(wv, x0));
-        a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(wv, x1));
-        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + 3 * kp + k));
-        a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(wv, x0));
-        a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(wv, x1));
+// the 2 x 4 tile loop shared by the AVX2 kernels; Step(acc, w, x) adds the products of one vector of K
+#define MMAQD_TILE_2x4(VEC, ZERO, LOAD, STEP, HSUM, WIDTH)                                        \
+  for (int64_t p = 0; p < np; p += 2) {                                                             \
+    const auto* c0 = col + p * kp;                                                                  \
+    const auto* c1 = c0 + kp;                                                                       \
+    for (int64_t o = 0; o < og; o += 4) {                                                           \
+      const auto* r = w + o * kp;                                                                   \
+      VEC a00 = ZERO, a01 = ZERO, a10 = ZERO, a11 = ZERO, a20 = ZERO, a21 = ZERO, a30 = ZERO, a31 = ZERO; \
+      for (int64_t k = 0; k < kp; k += WIDTH) {                                                     \
+        const VEC x0 = LOAD(c0 + k), x1 = LOAD(c1 + k);                                             \
+        VEC wv = LOAD(r + k);                                                                       \
+        a00 = STEP(a00, wv, x0), a01 = STEP(a01, wv, x1);                                           \
+        wv = LOAD(r + kp + k);                                                                      \
+        a10 = STEP(a10, wv, x0), a11 = STEP(a11, wv, x1);                                           \
+        wv = LOAD(r + 2 * kp + k);                                                                  \
+        a20 = STEP(a20, wv, x0), a21 = STEP(a21, wv, x1);                                           \
+        wv = LOAD(r + 3 * kp + k);                                                                  \
+        a30 = STEP(a30, wv, x0), a31 = STEP(a31, wv, x1);                                           \
+      }                                                                                             \
+      int32_t* d = out + o * ldo + p;                                                               \
+      d[0] = HSUM(a00), d[1] = HSUM(a01), d[ldo] = HSUM(a10), d[ldo + 1] = HSUM(a11);               \
+      d[2 * ldo] = HSUM(a20), d[2 * ldo + 1] = HSUM(a21), d[3 * ldo] = HSUM(a30), d[3 * ldo + 1] = HSUM(a31); \
+    }                                                                                               \
+  }
+
+__attribute__((target("avx2"))) inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+__attribute__((target("avx2"))) inline __m256i step_i16(__m256i acc, __m256i w, __m256i x) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x));
+}
+
+__attribute__((target("avx2"))) void dots_i16_avx2(const int16_t* w, const int16_t* col, int64_t og, int64_t np,
+                                                   int64_t kp, int32_t* out, int64_t ldo) {
+  MMAQD_TILE_2x4(__m256i, _mm256_setzero_si256(), load256, step_i16, hsum256, 16)
+}
+
+// u8 x s8 micro-kernels, fbgemm style: a vector holds CW output channels x 4 consecutive K values of the packed
+// weights, each pixel's 4 input values are broadcast to every lane, and VNNI vpdpbusd (or AVX2 vpmaddubsw +
+// vpmaddwd) adds their dot products into CW channels at once: no horizontal sums. MR = 8 pixels per tile.
+// wp: (og_pad / CW, kp / 4, CW, 4) u8; col: (np_pad, kp) s8 with np_pad a multiple of 8; out[o * ldo + p].
+constexpr int64_t kMr = 8;
+
+__attribute__((target("avx2"))) void dots_u8s8_avx2(const uint8_t* wp, const int8_t* col, int64_t og, int64_t np,
+                                                    int64_t kp, int32_t* out, int64_t ldo) {
+  constexpr int64_t cw = 8;
+  const int64_t kq = kp / 4;
+  const __m256i ones = _mm256_set1_epi16(1);
+  alignas(32) int32_t tmp[cw];
+  for (int64_t ob = 0; ob < og / cw; ++ob)
+    for (int64_t p = 0; p < np; p += kMr) {
+      __m256i acc[kMr];
+      for (int64_t r = 0; r < kMr; ++r) acc[r] = _mm256_setzero_si256();
+      const uint8_t* w = wp + ob * kq * cw * 4;
+      const int8_t* c = col + p * kp;
+      for (int64_t kk = 0; kk < kq; ++kk) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kk * cw * 4));
+        for (int64_t r = 0; r < kMr; ++r) {
+          int32_t four;
+          std::memcpy(&four, c + r * kp + kk * 4, 4);
+          const __m256i t = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(four));
+          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(t, ones));
+        }
       }
-      int32_t* d = out + o * ldo + p;
-      d[0] = hsum(a00), d[1] = hsum(a01);
-      d[ldo] = hsum(a10), d[ldo + 1] = hsum(a11);
-      d[2 * ldo] = hsum(a20), d[2 * ldo + 1] = hsum(a21);
-      d[3 * ldo] = hsum(a30), d[3 * ldo + 1] = hsum(a31);
+      for (int64_t r = 0; r < kMr; ++r) {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc[r]);
+        for (int64_t j = 0; j < cw; ++j) out[(ob * cw + j) * ldo + p + r] = tmp[j];
+      }
     }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dots_u8s8_vnni(const uint8_t* wp, const int8_t* col,
+                                                                            int64_t og, int64_t np, int64_t kp,
+                                                                            int32_t* out, int64_t ldo) {
+  constexpr int64_t cw = 16;
+  const int64_t kq = kp / 4;
+  alignas(64) int32_t tmp[cw];
+  for (int64_t ob = 0; ob < og / cw; ++ob)
+    for (int64_t p = 0; p < np; p += kMr) {
+      __m512i acc[kMr];
+      for (int64_t r = 0; r < kMr; ++r) acc[r] = _mm512_setzero_si512();
+      const uint8_t* w = wp + ob * kq * cw * 4;
+      const int8_t* c = col + p * kp;
+      for (int64_t kk = 0; kk < kq; ++kk) {
+        const __m512i wv = _mm512_loadu_si512(w + kk * cw * 4);
+        for (int64_t r = 0; r < kMr; ++r) {
+          int32_t four;
+          std::memcpy(&four, c + r * kp + kk * 4, 4);
+          acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(four));
+        }
+      }
+      for (int64_t r = 0; r < kMr; ++r) {
+        _mm512_store_si512(tmp, acc[r]);
+        for (int64_t j = 0; j < cw; ++j) out[(ob * cw + j) * ldo + p + r] = tmp[j];
+      }
+    }
+}
+
+// weights for the micro-kernels: (og_pad / cw, kp / 4, cw, 4) u8 codes of one group, from its (og_pad, kp) rows
+std::vector<uint8_t> pack_for_microkernel(const uint8_t* rows, int64_t og_pad, int64_t kp, int64_t cw) {
+  std::vector<uint8_t> out(size_t(og_pad * kp), 0);
+  const int64_t kq = kp / 4;
+  for (int64_t o = 0; o < og_pad; ++o)
+    for (int64_t k = 0; k < kp; ++k)
+      out[size_t((((o / cw) * kq + k / 4) * cw + o % cw) * 4 + k % 4)] = rows[o * kp + k];
+  return out;
+}
+
+#undef MMAQD_TILE_2x4
+
+// ------------------------------------------------------------------------------------------- im2col
+struct Geometry {
+  int64_t h, w, c_in, cg, kh, kw, sh, sw, ph, pw, dh, dw, ow, kp;
+};
+
+// rows of pixels [p0, p0 + np) of image img, group g, from the NHWC input x: (np, kp), K in (u, v, c) order
+template <typename T>
+void im2col(const T* x, const Geometry& gm, int64_t img, int64_t g, int64_t p0, int64_t np, T* col,
+            int64_t* sums) {
+  const size_t run = size_t(gm.cg) * sizeof(T);
+  for (int64_t i = 0; i < np; ++i) {
+    const int64_t y = (p0 + i) / gm.ow, xx = (p0 + i) % gm.ow;
+    T* dst = col + i * gm.kp;
+    int64_t sum = 0;
+    for (int64_t u = 0; u < gm.kh; ++u) {
+      const int64_t iy = y * gm.sh - gm.ph + u * gm.dh;
+      for (int64_t v = 0; v < gm.kw; ++v, dst += gm.cg) {
+        const int64_t ix = xx * gm.sw - gm.pw + v * gm.dw;
+        if (iy < 0 || iy >= gm.h || ix < 0 || ix >= gm.w) {
+          std::memset(dst, 0, run);  // zero padding: the value 0 is exact on every grid
+          continue;
+        }
+        const T* src = x + ((img * gm.h + iy) * gm.w + ix) * gm.c_in + g * gm.cg;
+        std::memcpy(dst, src, run);
+        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
+      }
+    }
+    std::memset(dst, 0, size_t(gm.kp - gm.kh * gm.kw * gm.cg) * sizeof(T));
+    sums[i] = sum;
   }
 }
 
-struct Stage {  // the output stage of one call
+// ------------------------------------------------------------------------------------------- output stage
+struct Stage {
   const int32_t* w_offset;  // (C_out,) or nullptr
   const int32_t* bias;      // (C_out,) or nullptr
   const int32_t* m0;        // (C_out,) or nullptr: return accumulators
@@ -97,16 +216,112 @@ struct Stage {  // the output stage of one call
   bool out_signed;
 };
 
-// acc (+ offset term) (+ bias), requantized or not, for one output value
-inline int32_t finish(int64_t a, int64_t s, int64_t o, const Stage& st) {
-  int64_t acc = a * (int64_t(1) << st.frac_bits);
-  if (st.w_offset != nullptr) acc += rounding_divide_by_pot(int64_t(st.w_offset[o]) * s, st.offset_shift);
-  if (st.bias != nullptr) acc += st.bias[o];
-  TORCH_CHECK(acc >= kInt32Min && acc <= kInt32Max, "quant_conv2d: accumulator + bias leaves int32: ", acc);
-  if (st.m0 == nullptr) return int32_t(acc);
-  int64_t c = multiply_by_quantized_multiplier(acc, st.m0[o], st.shift[o]) + st.zero_point;
-  c = c < st.qmin ? st.qmin : (c > st.qmax ? st.qmax : c);
-  return int32_t(st.out_signed ? 2 * c - st.out_levels : c);
+// one output channel's values for np pixels: A (u8s8: from dot = sum c * x as 2 dot - q S), + offset term, + bias,
+// then requantized (or returned as accumulators); returns false if an accumulator left int32
+// the loop body is the same for every ISA; the AVX-512 instantiation lets the compiler vectorize its int64 math
+#define MMAQD_FINISH_ROW_BODY                                                                              \
+  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;                                      \
+  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;                                                \
+  bool ok = true;                                                                                          \
+  if (st.m0 == nullptr) {                                                                                  \
+    for (int64_t i = 0; i < np; ++i) {                                                                     \
+      const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);                      \
+      const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +                                    \
+                          rounding_divide_by_pot(offset * sums[i], st.offset_shift);                        \
+      ok &= acc >= kInt32Min && acc <= kInt32Max;                                                          \
+      dst[i] = int32_t(acc);                                                                               \
+    }                                                                                                      \
+    return ok;                                                                                             \
+  }                                                                                                        \
+  const int64_t m0 = st.m0[o], left = st.shift[o] > 0 ? st.shift[o] : 0;                                   \
+  const int right = st.shift[o] > 0 ? 0 : -st.shift[o];                                                    \
+  for (int64_t i = 0; i < np; ++i) {                                                                       \
+    const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);                        \
+    const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +                                      \
+                        rounding_divide_by_pot(offset * sums[i], st.offset_shift);                          \
+    ok &= acc >= kInt32Min && acc <= kInt32Max;                                                            \
+    int64_t c = rounding_divide_by_pot(rounding_doubling_high_mul(acc << left, m0), right) + st.zero_point; \
+    c = c < st.qmin ? st.qmin : (c > st.qmax ? st.qmax : c);                                               \
+    dst[i] = int32_t(st.out_signed ? 2 * c - st.out_levels : c);                                           \
+  }                                                                                                        \
+  return ok;
+
+__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) bool finish_row_avx512(
+    const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w, const Stage& st,
+    int32_t* dst) {
+  MMAQD_FINISH_ROW_BODY
+}
+
+bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
+                        const Stage& st, int32_t* dst) {
+  MMAQD_FINISH_ROW_BODY
+}
+#undef MMAQD_FINISH_ROW_BODY
+
+inline bool finish_row(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
+                       const Stage& st, int32_t* dst) {
+  return detect_isa() == Isa::kAvx512Vnni ? finish_row_avx512(a, sums, np, o, u8s8, q_w, st, dst)
+                                           : finish_row_generic(a, sums, np, o, u8s8, q_w, st, dst);
+}
+
+// weights as rows of K in (u, v, c) order, og_pad rows per group, zero padded: codes c (u8 path) or 2c - q
+template <typename T>
+std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t groups, int64_t og, int64_t og_pad,
+                              int64_t cg, int64_t kh, int64_t kw, int64_t kp, bool as_values) {
+  const int fb = field_bits(int(w_bits));
+  const int q = (1 << w_bits) - 1;
+  std::vector<T> out(size_t(groups * og_pad * kp), T(0));
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t o = 0; o < og; ++o) {
+      const uint8_t* row = packed.data_ptr<uint8_t>() + (g * og + o) * packed.size(1);
+      T* dst = out.data() + (g * og_pad + o) * kp;
+      for (int64_t c = 0; c < cg; ++c)
+        for (int64_t u = 0; u < kh; ++u)
+          for (int64_t v = 0; v < kw; ++v) {
+            const int code = unpack_code(row, (c * kh + u) * kw + v, fb);
+            dst[(u * kw + v) * cg + c] = T(as_values ? 2 * code - q : code);
+          }
+    }
+  return out;
+}
+
+template <typename TW, typename TX>
+using DotFn = void (*)(const TW*, const TX*, int64_t, int64_t, int64_t, int32_t*, int64_t);
+
+// the whole conv for one element type pair. vector: dot (weights wvec, pixel blocks padded to np_multiple);
+// scalar: dots_scalar on the row weights wrows. u8s8: A = 2 * dot - q * S.
+template <typename TW, typename TX>
+void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std::vector<TW>& wvec,
+              const Geometry& gm, int64_t n, int64_t groups, int64_t og, int64_t og_pad, int64_t npix,
+              int64_t c_out, DotFn<TW, TX> dot, int64_t np_multiple, bool u8s8, int q_w, const Stage& st,
+              int32_t* op) {
+  constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of every np_multiple
+  const int64_t nblocks = (npix + kBlock - 1) / kBlock;
+  const TX* xp = x_nhwc.data_ptr<TX>();
+  at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<TX> col(size_t(kBlock * gm.kp), TX(0));
+    std::vector<int32_t> acc(size_t(og_pad * kBlock));
+    std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
+    bool ok = true;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
+      const int64_t p0 = b * kBlock, np = std::min(kBlock, npix - p0);
+      im2col<TX>(xp, gm, img, g, p0, np, col.data(), sums.data());
+      if (dot != nullptr) {
+        const int64_t np_pad = (np + np_multiple - 1) / np_multiple * np_multiple;
+        std::fill(col.begin() + np * gm.kp, col.begin() + np_pad * gm.kp, TX(0));
+        dot(wvec.data() + g * og_pad * gm.kp, col.data(), og_pad, np_pad, gm.kp, acc.data(), kBlock);
+      } else {
+        dots_scalar<TW, TX>(wrows.data() + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
+      }
+      for (int64_t o = 0; o < og; ++o) {
+        const int64_t oc = g * og + o;
+        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, u8s8, q_w, st,
+                         op + (img * c_out + oc) * npix + p0);
+      }
+    }
+    TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
+  });
 }
 
 }  // namespace
@@ -123,39 +338,39 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   TORCH_CHECK(x_in.dim() == 4, "quant_conv2d: x must be (N, C, H, W)");
   TORCH_CHECK(w_shape.size() == 4 && weight.dim() == 2 && weight.scalar_type() == at::kByte,
               "quant_conv2d: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
+  TORCH_CHECK(w_bits >= 1 && w_bits <= 8, "quant_conv2d: w_bits must be 1 to 8");
   TORCH_CHECK(multiplier.has_value() == shift.has_value(), "quant_conv2d: give multiplier and shift together");
   TORCH_CHECK(offset_frac_bits >= frac_bits, "quant_conv2d: offset_frac_bits must be >= frac_bits");
-  const at::Tensor x = x_in.to(at::kShort).contiguous();
-  TORCH_CHECK(at::equal(x.to(x_in.scalar_type()), x_in), "quant_conv2d: input values must fit int16");
-  const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), wd = x.size(3);
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "quant_conv2d: stride, padding and dilation must have two values");
+  const int64_t n = x_in.size(0), c_in = x_in.size(1), h = x_in.size(2), wd = x_in.size(3);
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3];
   TORCH_CHECK(groups >= 1 && c_in == cg * groups && c_out % groups == 0,
               "quant_conv2d: channels do not match w_shape and groups");
   TORCH_CHECK(weight.size(0) == c_out, "quant_conv2d: weight rows != C_out");
-  const int64_t sh = stride[0], sw = stride[1], ph = padding[0], pw = padding[1], dh = dilation[0],
-                dw = dilation[1];
-  const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1, ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-  TORCH_CHECK(oh > 0 && ow > 0, "quant_conv2d: output would be empty");
-  const int64_t og = c_out / groups, k = cg * kh * kw, kp = (k + kLane - 1) / kLane * kLane;
-  const int64_t npix = oh * ow;
-  const int64_t og_pad = (og + 3) / 4 * 4;
+  const int64_t oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
+  const int64_t ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
+  TORCH_CHECK(oh > 0 && ow > 0, "quant_conv2d: the output would be empty");
+  at::Tensor out = at::empty({n, c_out, oh, ow}, x_in.options().dtype(at::kInt));
+  if (n == 0) return out;
 
-  // weights: packed codes -> odd int16 values 2c - q, rows padded with zeros to kp (and to og_pad rows)
-  const int fb = field_bits(int(w_bits));
-  const int q_w = (1 << w_bits) - 1;
-  const at::Tensor wcontig = weight.contiguous();
-  std::vector<int16_t> wv(size_t(groups * og_pad * kp), 0);
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t o = 0; o < og; ++o) {
-      const uint8_t* row = wcontig.data_ptr<uint8_t>() + (g * og + o) * wcontig.size(1);
-      int16_t* dst = wv.data() + (g * og_pad + o) * kp;
-      for (int64_t kk = 0; kk < k; ++kk) dst[kk] = int16_t(2 * unpack_code(row, kk, fb) - q_w);
-    }
+  int64_t lo = 0, hi = 0;
+  {
+    const auto mm = at::aminmax(x_in);
+    lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
+  }
+  TORCH_CHECK(lo >= -32768 && hi <= 32767, "quant_conv2d: input values must fit int16, got [", lo, ", ", hi, "]");
 
   at::Tensor offset_t, bias_t, m0_t, shift_t;
   Stage st{};
-  if (w_offset.has_value()) offset_t = w_offset->to(at::kInt).contiguous(), st.w_offset = offset_t.data_ptr<int32_t>();
-  if (bias.has_value()) bias_t = bias->to(at::kInt).contiguous(), st.bias = bias_t.data_ptr<int32_t>();
+  if (w_offset.has_value()) {
+    offset_t = w_offset->to(at::kInt).contiguous();
+    st.w_offset = offset_t.data_ptr<int32_t>();
+  }
+  if (bias.has_value()) {
+    bias_t = bias->to(at::kInt).contiguous();
+    st.bias = bias_t.data_ptr<int32_t>();
+  }
   if (multiplier.has_value()) {
     m0_t = multiplier->to(at::kInt).contiguous(), shift_t = shift->to(at::kInt).contiguous();
     TORCH_CHECK(m0_t.numel() == c_out && shift_t.numel() == c_out, "quant_conv2d: multiplier/shift need C_out");
@@ -165,54 +380,37 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   st.zero_point = int(zero_point), st.qmin = int(qmin), st.qmax = int(qmax), st.out_levels = int(out_levels);
   st.out_signed = out_signed;
 
-  at::Tensor out = at::empty({n, c_out, oh, ow}, x.options().dtype(at::kInt));
-  const int16_t* xp = x.data_ptr<int16_t>();
+  const int64_t og = c_out / groups, k = cg * kh * kw, npix = oh * ow;
+  const Isa isa = detect_isa();
+  const bool small = w_bits <= 7 && lo >= -127 && hi <= 127;  // u8 codes x s8 inputs
+  const int q_w = (1 << w_bits) - 1;
+  const at::Tensor packed = weight.contiguous();
   int32_t* op = out.data_ptr<int32_t>();
-  const bool avx2 = use_avx2();
-  constexpr int64_t kBlock = 64;  // output pixels per task
-  const int64_t nblocks = (npix + kBlock - 1) / kBlock;
-
-  at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int16_t> col(size_t(kBlock * kp));
-    std::vector<int32_t> acc(size_t(og_pad * kBlock));
-    std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
-      const int64_t p0 = b * kBlock, np = std::min(kBlock, npix - p0), np_pad = (np + 1) / 2 * 2;
-      // im2col of this block: (np_pad, kp) int16, zero padding exact (a padded input is the value 0)
-      std::fill(col.begin(), col.end(), int16_t(0));
-      for (int64_t i = 0; i < np; ++i) {
-        const int64_t y = (p0 + i) / ow, xx = (p0 + i) % ow;
-        int16_t* dst = col.data() + i * kp;
-        int64_t sum = 0;
-        for (int64_t c = 0; c < cg; ++c) {
-          const int16_t* plane = xp + ((img * c_in) + g * cg + c) * h * wd;
-          for (int64_t u = 0; u < kh; ++u) {
-            const int64_t iy = y * sh - ph + u * dh;
-            for (int64_t v = 0; v < kw; ++v, ++dst) {
-              const int64_t ix = xx * sw - pw + v * dw;
-              if (iy >= 0 && iy < h && ix >= 0 && ix < wd) {
-                *dst = plane[iy * wd + ix];
-                sum += *dst;
-              }
-            }
-          }
-        }
-        sums[i] = sum;
+  Geometry gm{h, wd, c_in, cg, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], ow, 0};
+  if (small) {
+    gm.kp = (k + 3) / 4 * 4;
+    const int64_t og_pad = (og + 15) / 16 * 16;
+    const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8;
+    const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
+    const auto rows = unpack_weights<uint8_t>(packed, w_bits, groups, og, og_pad, cg, kh, kw, gm.kp, false);
+    std::vector<uint8_t> vec;
+    DotFn<uint8_t, int8_t> dot = nullptr;
+    if (isa != Isa::kScalar) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const auto pg = pack_for_microkernel(rows.data() + g * og_pad * gm.kp, og_pad, gm.kp, cw);
+        vec.insert(vec.end(), pg.begin(), pg.end());
       }
-      const int16_t* wg = wv.data() + g * og_pad * kp;
-      if (avx2) {
-        dots_avx2(wg, col.data(), og_pad, np_pad, kp, acc.data(), kBlock);
-      } else {
-        dots_scalar(wg, col.data(), og, np, kp, acc.data(), kBlock);
-      }
-      for (int64_t o = 0; o < og; ++o) {
-        const int64_t oc = g * og + o;
-        int32_t* dst = op + (img * c_out + oc) * npix + p0;
-        for (int64_t i = 0; i < np; ++i) dst[i] = finish(acc[o * kBlock + i], sums[i], oc, st);
-      }
+      dot = isa == Isa::kAvx512Vnni ? dots_u8s8_vnni : dots_u8s8_avx2;
     }
-  });
+    run_conv<uint8_t, int8_t>(x8, rows, vec, gm, n, groups, og, og_pad, npix, c_out, dot, kMr, true, q_w, st, op);
+  } else {
+    gm.kp = (k + 15) / 16 * 16;
+    const int64_t og_pad = (og + 3) / 4 * 4;
+    const at::Tensor x16 = x_in.to(at::kShort).permute({0, 2, 3, 1}).contiguous();  // NHWC int16
+    const auto rows = unpack_weights<int16_t>(packed, w_bits, groups, og, og_pad, cg, kh, kw, gm.kp, true);
+    run_conv<int16_t, int16_t>(x16, rows, rows, gm, n, groups, og, og_pad, npix, c_out,
+                               isa != Isa::kScalar ? dots_i16_avx2 : nullptr, 2, false, q_w, st, op);
+  }
   return out;
 }
 
