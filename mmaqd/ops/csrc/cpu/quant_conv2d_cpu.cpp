@@ -135,29 +135,36 @@ __attribute__((target("avx2"))) void dots_u8s8_avx2(const uint8_t* wp, const int
     }
 }
 
+// VNNI: two vectors of 16 channels (32 channels) x 8 pixels per tile: each broadcast feeds two vpdpbusd
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void dots_u8s8_vnni(const uint8_t* wp, const int8_t* col,
                                                                             int64_t og, int64_t np, int64_t kp,
                                                                             int32_t* out, int64_t ldo) {
   constexpr int64_t cw = 16;
   const int64_t kq = kp / 4;
   alignas(64) int32_t tmp[cw];
-  for (int64_t ob = 0; ob < og / cw; ++ob)
+  for (int64_t ob = 0; ob < og / cw; ob += 2)
     for (int64_t p = 0; p < np; p += kMr) {
-      __m512i acc[kMr];
-      for (int64_t r = 0; r < kMr; ++r) acc[r] = _mm512_setzero_si512();
-      const uint8_t* w = wp + ob * kq * cw * 4;
+      __m512i lo[kMr], hi[kMr];
+      for (int64_t r = 0; r < kMr; ++r) lo[r] = _mm512_setzero_si512(), hi[r] = _mm512_setzero_si512();
+      const uint8_t* w0 = wp + ob * kq * cw * 4;
+      const uint8_t* w1 = w0 + kq * cw * 4;
       const int8_t* c = col + p * kp;
       for (int64_t kk = 0; kk < kq; ++kk) {
-        const __m512i wv = _mm512_loadu_si512(w + kk * cw * 4);
+        const __m512i wa = _mm512_loadu_si512(w0 + kk * cw * 4);
+        const __m512i wb = _mm512_loadu_si512(w1 + kk * cw * 4);
         for (int64_t r = 0; r < kMr; ++r) {
           int32_t four;
           std::memcpy(&four, c + r * kp + kk * 4, 4);
-          acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(four));
+          const __m512i x = _mm512_set1_epi32(four);
+          lo[r] = _mm512_dpbusd_epi32(lo[r], wa, x);
+          hi[r] = _mm512_dpbusd_epi32(hi[r], wb, x);
         }
       }
       for (int64_t r = 0; r < kMr; ++r) {
-        _mm512_store_si512(tmp, acc[r]);
+        _mm512_store_si512(tmp, lo[r]);
         for (int64_t j = 0; j < cw; ++j) out[(ob * cw + j) * ldo + p + r] = tmp[j];
+        _mm512_store_si512(tmp, hi[r]);
+        for (int64_t j = 0; j < cw; ++j) out[((ob + 1) * cw + j) * ldo + p + r] = tmp[j];
       }
     }
 }
@@ -180,9 +187,10 @@ struct Geometry {
 };
 
 // rows of pixels [p0, p0 + np) of image img, group g, from the NHWC input x: (np, kp), K in (u, v, c) order
+// csum: (N, H, W, groups) sums of each pixel's channels of a group, so that S[p] is kh * kw additions
 template <typename T>
-void im2col(const T* x, const Geometry& gm, int64_t img, int64_t g, int64_t p0, int64_t np, T* col,
-            int64_t* sums) {
+void im2col(const T* x, const int64_t* csum, int64_t groups, const Geometry& gm, int64_t img, int64_t g,
+            int64_t p0, int64_t np, T* col, int64_t* sums) {
   const size_t run = size_t(gm.cg) * sizeof(T);
   for (int64_t i = 0; i < np; ++i) {
     const int64_t y = (p0 + i) / gm.ow, xx = (p0 + i) % gm.ow;
@@ -196,9 +204,9 @@ void im2col(const T* x, const Geometry& gm, int64_t img, int64_t g, int64_t p0, 
           std::memset(dst, 0, run);  // zero padding: the value 0 is exact on every grid
           continue;
         }
-        const T* src = x + ((img * gm.h + iy) * gm.w + ix) * gm.c_in + g * gm.cg;
-        std::memcpy(dst, src, run);
-        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
+        const int64_t pix = (img * gm.h + iy) * gm.w + ix;
+        std::memcpy(dst, x + pix * gm.c_in + g * gm.cg, run);
+        sum += csum[pix * groups + g];
       }
     }
     std::memset(dst, 0, size_t(gm.kp - gm.kh * gm.kw * gm.cg) * sizeof(T));
@@ -246,17 +254,69 @@ struct Stage {
   }                                                                                                        \
   return ok;
 
-__attribute__((target("avx512f,avx512dq,avx512bw,avx512vl"))) bool finish_row_avx512(
-    const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w, const Stage& st,
-    int32_t* dst) {
-  MMAQD_FINISH_ROW_BODY
-}
-
 bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
                         const Stage& st, int32_t* dst) {
   MMAQD_FINISH_ROW_BODY
 }
 #undef MMAQD_FINISH_ROW_BODY
+
+#define MMAQD_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")))
+
+// gemmlowp's RoundingDivideByPOT on 8 int64 lanes (exponent e in [0, 62])
+MMAQD_AVX512 inline __m512i rdbpot8(__m512i x, int e) {
+  const __m512i mask = _mm512_set1_epi64((int64_t(1) << e) - 1);
+  const __m512i rem = _mm512_and_si512(x, mask);
+  const __mmask8 neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
+  const __m512i thr = _mm512_mask_add_epi64(_mm512_srai_epi64(mask, 1), neg, _mm512_srai_epi64(mask, 1),
+                                            _mm512_set1_epi64(1));
+  const __m512i q = _mm512_sra_epi64(x, _mm_cvtsi32_si128(e));
+  return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, _mm512_set1_epi64(1));
+}
+
+// the output stage on 8 values per step (AVX-512), the same integers as MMAQD_FINISH_ROW_BODY
+MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8,
+                                    int64_t q_w, const Stage& st, int32_t* dst) {
+  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;
+  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;
+  const bool requant = st.m0 != nullptr;
+  const int64_t m0 = requant ? st.m0[o] : 0;
+  const int left = requant && st.shift[o] > 0 ? st.shift[o] : 0;
+  const int right = requant && st.shift[o] < 0 ? -st.shift[o] : 0;
+  const __m512i v_bias = _mm512_set1_epi64(bias), v_offset = _mm512_set1_epi64(offset);
+  const __m512i v_qw = _mm512_set1_epi64(q_w), v_m0 = _mm512_set1_epi64(m0);
+  const __m512i v_min = _mm512_set1_epi64(kInt32Min), v_max = _mm512_set1_epi64(kInt32Max);
+  const __m512i v_lo = _mm512_set1_epi64(st.qmin), v_hi = _mm512_set1_epi64(st.qmax);
+  const __m512i v_zp = _mm512_set1_epi64(st.zero_point), v_q = _mm512_set1_epi64(st.out_levels);
+  const __m512i n_pos = _mm512_set1_epi64(int64_t(1) << 30), n_neg = _mm512_set1_epi64(int64_t(1) - (int64_t(1) << 30));
+  const __m512i round_up = _mm512_set1_epi64((int64_t(1) << 31) - 1);
+  __mmask8 bad = 0;
+  int64_t i = 0;
+  for (; i + 8 <= np; i += 8) {
+    const __m512i s = _mm512_loadu_si512(sums + i);
+    __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)));
+    if (u8s8) v = _mm512_sub_epi64(_mm512_slli_epi64(v, 1), _mm512_mullo_epi64(v_qw, s));
+    __m512i acc = _mm512_add_epi64(_mm512_sll_epi64(v, _mm_cvtsi32_si128(st.frac_bits)), v_bias);
+    if (offset != 0) acc = _mm512_add_epi64(acc, rdbpot8(_mm512_mullo_epi64(v_offset, s), st.offset_shift));
+    bad |= _mm512_cmplt_epi64_mask(acc, v_min) | _mm512_cmpgt_epi64_mask(acc, v_max);
+    if (!requant) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(acc));
+      continue;
+    }
+    // SaturatingRoundingDoublingHighMul(acc << left, m0): |acc << left| < 2^31 here, so no saturation case
+    const __m512i ab = _mm512_mullo_epi64(_mm512_sll_epi64(acc, _mm_cvtsi32_si128(left)), v_m0);
+    const __mmask8 neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
+    __m512i t = _mm512_add_epi64(ab, _mm512_mask_blend_epi64(neg, n_pos, n_neg));
+    const __mmask8 tneg = _mm512_cmplt_epi64_mask(t, _mm512_setzero_si512());
+    t = _mm512_mask_add_epi64(t, tneg, t, round_up);  // division by 2^31 truncating toward zero
+    __m512i c = rdbpot8(_mm512_srai_epi64(t, 31), right);
+    c = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(c, v_zp), v_lo), v_hi);
+    if (st.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), v_q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(c));
+  }
+  const bool ok = bad == 0;
+  return finish_row_generic(a + i, sums + i, np - i, o, u8s8, q_w, st, dst + i) && ok;
+}
+
 
 inline bool finish_row(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
                        const Stage& st, int32_t* dst) {
@@ -298,6 +358,8 @@ void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std:
   constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of every np_multiple
   const int64_t nblocks = (npix + kBlock - 1) / kBlock;
   const TX* xp = x_nhwc.data_ptr<TX>();
+  const at::Tensor csum_t = x_nhwc.view({n, gm.h, gm.w, groups, gm.cg}).sum(-1, false, at::kLong).contiguous();
+  const int64_t* csum = csum_t.data_ptr<int64_t>();
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<TX> col(size_t(kBlock * gm.kp), TX(0));
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
@@ -306,7 +368,7 @@ void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std:
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
       const int64_t p0 = b * kBlock, np = std::min(kBlock, npix - p0);
-      im2col<TX>(xp, gm, img, g, p0, np, col.data(), sums.data());
+      im2col<TX>(xp, csum, groups, gm, img, g, p0, np, col.data(), sums.data());
       if (dot != nullptr) {
         const int64_t np_pad = (np + np_multiple - 1) / np_multiple * np_multiple;
         std::fill(col.begin() + np * gm.kp, col.begin() + np_pad * gm.kp, TX(0));
@@ -389,7 +451,7 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   Geometry gm{h, wd, c_in, cg, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], ow, 0};
   if (small) {
     gm.kp = (k + 3) / 4 * 4;
-    const int64_t og_pad = (og + 15) / 16 * 16;
+    const int64_t og_pad = (og + 31) / 32 * 32;  // the VNNI tile covers 32 channels
     const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8;
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
     const auto rows = unpack_weights<uint8_t>(packed, w_bits, groups, og, og_pad, cg, kh, kw, gm.kp, false);
