@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import liq_fake_quant, quant_add, quant_conv2d, requantize
+from ..ops import liq_fake_quant, prepack_conv_weight, quant_add, quant_conv2d, requantize
 from ..ops.quant_conv import finish_codes
 
 __all__ = ['IntegerNetwork', 'layer_key']
@@ -73,11 +73,20 @@ class IntConv(nn.Module):
             else:
                 _buf(self, f'scale_{j}', (levels, c_out), torch.float64)
 
+    def _prepacked(self) -> Optional[torch.Tensor]:
+        """The weight in the compiled kernel's layout, made once per loaded weight (``None`` without it)."""
+        key = (self.weight.data_ptr(), self.weight._version)
+        if getattr(self, '_prepacked_key', None) != key:
+            s = self.spec
+            self._prepacked_weight = prepack_conv_weight(self.weight, s['w_bits'], s['w_shape'], s['groups'])
+            self._prepacked_key = key
+        return self._prepacked_weight
+
     def _conv(self, x: torch.Tensor, **stage) -> torch.Tensor:
         s = self.spec
         return quant_conv2d(x, self.weight, s['w_bits'], s['w_shape'], self.w_offset if s['has_offset'] else None,
                             s['frac_bits'], s['offset_frac_bits'], stride=s['stride'], padding=s['padding'],
-                            dilation=s['dilation'], groups=s['groups'], **stage)
+                            dilation=s['dilation'], groups=s['groups'], prepacked=self._prepacked(), **stage)
 
     def forward(self, x: torch.Tensor, level: int) -> List[torch.Tensor]:  # x: (N, C_in, H, W) int
         outs = self.spec['outputs']

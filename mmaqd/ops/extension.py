@@ -48,10 +48,17 @@ def _register_fake() -> None:
     """Shape functions of the compiled ops (FakeTensor / torch.compile / ``torch.library.opcheck``)."""
     @torch.library.register_fake('mmaqd::quant_conv2d')
     def _(x, weight, w_bits, w_shape, w_offset, frac_bits, offset_frac_bits, bias, multiplier, shift, zero_point,
-          qmin, qmax, out_levels, out_signed, stride, padding, dilation, groups):
+          qmin, qmax, out_levels, out_signed, stride, padding, dilation, groups, prepacked=None):
         h = _conv_out(x.shape[2], w_shape[2], stride[0], padding[0], dilation[0])
         w = _conv_out(x.shape[3], w_shape[3], stride[1], padding[1], dilation[1])
         return x.new_empty((x.shape[0], w_shape[0], h, w), dtype=torch.int32)
+
+    @torch.library.register_fake('mmaqd::quant_conv2d_prepack')
+    def _(weight, w_bits, w_shape, groups):
+        k, og = w_shape[1] * w_shape[2] * w_shape[3], w_shape[0] // groups
+        if w_bits <= 7:  # u8 codes: rows and the micro-kernel copy (cpu/quant_conv2d_cpu.cpp, weight_layout)
+            return weight.new_empty((2 * groups * -(-og // 32) * 32 * -(-k // 4) * 4,), dtype=torch.uint8)
+        return weight.new_empty((groups * -(-og // 4) * 4 * -(-k // 16) * 16,), dtype=torch.int16)
 
 
 def extension_available() -> bool:

@@ -25,7 +25,7 @@ from .fixed_point import check_int32, multiply_by_quantized_multiplier, requanti
 from .extension import extension_available
 from .packing import codes_to_values, unpack_codes
 
-__all__ = ['quant_conv2d', 'quant_conv2d_reference', 'quant_add', 'finish_codes']
+__all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'finish_codes']
 
 _Pair = Union[int, Sequence[int]]
 
@@ -54,17 +54,19 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
                  multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
                  zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
                  out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
-                 groups: int = 1) -> torch.Tensor:
+                 groups: int = 1, prepacked: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Integer conv + offset term + bias (+ requantization and clamp): the compiled op
     (``torch.ops.mmaqd.quant_conv2d``) on CPU tensors when the extension is built, else
-    :func:`quant_conv2d_reference`; both give the same integers. Arguments and result as the reference."""
+    :func:`quant_conv2d_reference`; both give the same integers. Arguments and result as the reference, plus
+    ``prepacked``: :func:`prepack_conv_weight`'s output for ``weight`` (saves unpacking it on every call)."""
     if x.device.type == 'cpu' and not x.is_floating_point() and extension_available():
         g = frac_bits if offset_frac_bits is None else offset_frac_bits
         try:
             return torch.ops.mmaqd.quant_conv2d(x, weight, int(w_bits), [int(d) for d in w_shape], w_offset,
                                                 int(frac_bits), int(g), bias, multiplier, shift, int(zero_point),
                                                 int(qmin), int(qmax), int(out_levels), bool(out_signed),
-                                                _pair(stride), _pair(padding), _pair(dilation), int(groups))
+                                                _pair(stride), _pair(padding), _pair(dilation), int(groups),
+                                                prepacked)
         except RuntimeError as e:  # the reference's error types: overflow is an OverflowError
             if 'leaves int32' in str(e) or 'must fit int16' in str(e):
                 raise OverflowError(str(e).splitlines()[0]) from None
@@ -72,6 +74,15 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
     return quant_conv2d_reference(x, weight, w_bits, w_shape, w_offset, frac_bits, offset_frac_bits, bias,
                                   multiplier, shift, zero_point, qmin, qmax, out_levels, out_signed, stride,
                                   padding, dilation, groups)
+
+
+def prepack_conv_weight(weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
+                        groups: int = 1) -> Optional[torch.Tensor]:
+    """The packed weight codes in the compiled CPU kernel's own layout, to pass to :func:`quant_conv2d` as
+    ``prepacked`` (made once, e.g. when a model loads); ``None`` without the extension."""
+    if weight.device.type != 'cpu' or not extension_available():
+        return None
+    return torch.ops.mmaqd.quant_conv2d_prepack(weight, int(w_bits), [int(d) for d in w_shape], int(groups))
 
 
 def quant_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import mmaqd.ops.quant_conv as qc
-from mmaqd.ops import (active_path, extension_available, pack_codes, quant_conv2d, quant_conv2d_reference,
+from mmaqd.ops import (active_path, extension_available, pack_codes, prepack_conv_weight, quant_conv2d,
+                       quant_conv2d_reference,
                        quantize_multiplier)
 
 pytestmark = pytest.mark.skipif(not extension_available(), reason=f'compiled ops not loaded: {active_path()}')
@@ -106,3 +107,15 @@ def test_integer_detector_is_the_same_with_and_without_the_extension(monkeypatch
         reference = net(x)
     for name in compiled:
         assert all(torch.equal(a, b) for a, b in zip(compiled[name], reference[name]))
+
+
+@pytest.mark.parametrize('case', [CASES[0], CASES[3], CASES[4], CASES[5]])
+def test_prepacked_weights_give_the_same_integers(case):
+    args, kwargs = _args(case)
+    x, packed, wb, shape = args
+    prepacked = prepack_conv_weight(packed, wb, shape, kwargs['groups'])
+    assert prepacked is not None and prepacked.dim() == 1
+    fake = torch.library.opcheck(torch.ops.mmaqd.quant_conv2d_prepack.default, (packed, wb, list(shape),
+                                                                                 kwargs['groups']))
+    assert fake is not None
+    assert torch.equal(quant_conv2d(*args, **kwargs, prepacked=prepacked), quant_conv2d_reference(*args, **kwargs))

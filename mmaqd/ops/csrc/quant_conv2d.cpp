@@ -9,14 +9,22 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, int64
                             const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& multiplier,
                             const c10::optional<at::Tensor>& shift, int64_t zero_point, int64_t qmin, int64_t qmax,
                             int64_t out_levels, bool out_signed, at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, int64_t groups);
+                            at::IntArrayRef dilation, int64_t groups, const c10::optional<at::Tensor>& prepacked);
+at::Tensor quant_conv2d_prepack_cpu(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape,
+                                    int64_t groups);
 }  // namespace mmaqd
 
 TORCH_LIBRARY(mmaqd, m) {
   m.def(
       "quant_conv2d(Tensor x, Tensor weight, int w_bits, int[] w_shape, Tensor? w_offset, int frac_bits, "
       "int offset_frac_bits, Tensor? bias, Tensor? multiplier, Tensor? shift, int zero_point, int qmin, int qmax, "
-      "int out_levels, bool out_signed, int[] stride, int[] padding, int[] dilation, int groups) -> Tensor");
+      "int out_levels, bool out_signed, int[] stride, int[] padding, int[] dilation, int groups, "
+      "Tensor? prepacked=None) -> Tensor");
+  // the weights in the CPU kernel's layout, made once (at load) and passed as `prepacked`
+  m.def("quant_conv2d_prepack(Tensor weight, int w_bits, int[] w_shape, int groups) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(mmaqd, CPU, m) { m.impl("quant_conv2d", &mmaqd::quant_conv2d_cpu); }
+TORCH_LIBRARY_IMPL(mmaqd, CPU, m) {
+  m.impl("quant_conv2d", &mmaqd::quant_conv2d_cpu);
+  m.impl("quant_conv2d_prepack", &mmaqd::quant_conv2d_prepack_cpu);
+}

@@ -201,11 +201,16 @@ void im2col(const T* x, const int64_t* csum, int64_t groups, const Geometry& gm,
       for (int64_t v = 0; v < gm.kw; ++v, dst += gm.cg) {
         const int64_t ix = xx * gm.sw - gm.pw + v * gm.dw;
         if (iy < 0 || iy >= gm.h || ix < 0 || ix >= gm.w) {
-          std::memset(dst, 0, run);  // zero padding: the value 0 is exact on every grid
+          for (int64_t c = 0; c < gm.cg; ++c) dst[c] = T(0);  // zero padding: the value 0 is exact on every grid
           continue;
         }
         const int64_t pix = (img * gm.h + iy) * gm.w + ix;
-        std::memcpy(dst, x + pix * gm.c_in + g * gm.cg, run);
+        const T* src = x + pix * gm.c_in + g * gm.cg;
+        if (gm.cg < 16) {
+          for (int64_t c = 0; c < gm.cg; ++c) dst[c] = src[c];  // a few channels (the stem): no call
+        } else {
+          std::memcpy(dst, src, run);
+        }
         sum += csum[pix * groups + g];
       }
     }
@@ -351,7 +356,7 @@ using DotFn = void (*)(const TW*, const TX*, int64_t, int64_t, int64_t, int32_t*
 // the whole conv for one element type pair. vector: dot (weights wvec, pixel blocks padded to np_multiple);
 // scalar: dots_scalar on the row weights wrows. u8s8: A = 2 * dot - q * S.
 template <typename TW, typename TX>
-void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std::vector<TW>& wvec,
+void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
               const Geometry& gm, int64_t n, int64_t groups, int64_t og, int64_t og_pad, int64_t npix,
               int64_t c_out, DotFn<TW, TX> dot, int64_t np_multiple, bool u8s8, int q_w, const Stage& st,
               int32_t* op) {
@@ -372,9 +377,9 @@ void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std:
       if (dot != nullptr) {
         const int64_t np_pad = (np + np_multiple - 1) / np_multiple * np_multiple;
         std::fill(col.begin() + np * gm.kp, col.begin() + np_pad * gm.kp, TX(0));
-        dot(wvec.data() + g * og_pad * gm.kp, col.data(), og_pad, np_pad, gm.kp, acc.data(), kBlock);
+        dot(wvec + g * og_pad * gm.kp, col.data(), og_pad, np_pad, gm.kp, acc.data(), kBlock);
       } else {
-        dots_scalar<TW, TX>(wrows.data() + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
+        dots_scalar<TW, TX>(wrows + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
       }
       for (int64_t o = 0; o < og; ++o) {
         const int64_t oc = g * og + o;
@@ -386,7 +391,57 @@ void run_conv(const at::Tensor& x_nhwc, const std::vector<TW>& wrows, const std:
   });
 }
 
+struct WeightLayout {
+  int64_t kp, og_pad, numel;
+};
+
+// the kernel's weight buffers: u8 path rows (groups, og_pad, kp) then, for the vector kernels, the same codes in
+// the micro-kernel layout; int16 path rows only
+WeightLayout weight_layout(int64_t w_bits, bool small, int64_t og, int64_t k, int64_t groups) {
+  if (small) {
+    const int64_t kp = (k + 3) / 4 * 4, og_pad = (og + 31) / 32 * 32;  // the VNNI tile covers 32 channels
+    return {kp, og_pad, 2 * groups * og_pad * kp};
+  }
+  const int64_t kp = (k + 15) / 16 * 16, og_pad = (og + 3) / 4 * 4;
+  return {kp, og_pad, groups * og_pad * kp};
+}
+
+at::Tensor prepare_weights(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape, int64_t groups,
+                           bool small) {
+  const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3], og = c_out / groups;
+  const WeightLayout lay = weight_layout(w_bits, small, og, cg * kh * kw, groups);
+  const at::Tensor packed = weight.contiguous();
+  if (!small) {
+    const auto rows = unpack_weights<int16_t>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, true);
+    at::Tensor out = at::empty({lay.numel}, weight.options().dtype(at::kShort));
+    std::memcpy(out.data_ptr<int16_t>(), rows.data(), rows.size() * sizeof(int16_t));
+    return out;
+  }
+  const auto rows = unpack_weights<uint8_t>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, false);
+  at::Tensor out = at::zeros({lay.numel}, weight.options().dtype(at::kByte));
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  std::memcpy(dst, rows.data(), rows.size());
+  const Isa isa = detect_isa();
+  if (isa != Isa::kScalar) {
+    const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8, per_group = lay.og_pad * lay.kp;
+    for (int64_t g = 0; g < groups; ++g) {
+      const auto pg = pack_for_microkernel(rows.data() + g * per_group, lay.og_pad, lay.kp, cw);
+      std::memcpy(dst + rows.size() + g * per_group, pg.data(), pg.size());
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+at::Tensor quant_conv2d_prepack_cpu(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape,
+                                    int64_t groups) {
+  TORCH_CHECK(w_shape.size() == 4 && weight.dim() == 2 && weight.scalar_type() == at::kByte,
+              "quant_conv2d_prepack: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
+  TORCH_CHECK(w_bits >= 1 && w_bits <= 8 && groups >= 1 && w_shape[0] % groups == 0,
+              "quant_conv2d_prepack: bad w_bits or groups");
+  return prepare_weights(weight, w_bits, w_shape, groups, w_bits <= 7);
+}
 
 at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, int64_t w_bits,
                             at::IntArrayRef w_shape, const c10::optional<at::Tensor>& w_offset,
@@ -394,7 +449,7 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
                             const c10::optional<at::Tensor>& multiplier, const c10::optional<at::Tensor>& shift,
                             int64_t zero_point, int64_t qmin, int64_t qmax, int64_t out_levels, bool out_signed,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                            int64_t groups) {
+                            int64_t groups, const c10::optional<at::Tensor>& prepacked) {
   TORCH_CHECK(!at::isFloatingType(x_in.scalar_type()), "quant_conv2d: x must be an integer tensor, got ",
               x_in.scalar_type());
   TORCH_CHECK(x_in.dim() == 4, "quant_conv2d: x must be (N, C, H, W)");
@@ -446,31 +501,26 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   const Isa isa = detect_isa();
   const bool small = w_bits <= 7 && lo >= -127 && hi <= 127;  // u8 codes x s8 inputs
   const int q_w = (1 << w_bits) - 1;
-  const at::Tensor packed = weight.contiguous();
   int32_t* op = out.data_ptr<int32_t>();
   Geometry gm{h, wd, c_in, cg, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], ow, 0};
+  const WeightLayout lay = weight_layout(w_bits, small, og, k, groups);
+  gm.kp = lay.kp;
+  at::Tensor wbuf = prepacked.has_value() ? *prepacked : at::Tensor();
+  const at::ScalarType want = small ? at::kByte : at::kShort;
+  if (!wbuf.defined() || wbuf.scalar_type() != want || wbuf.numel() != lay.numel) {
+    wbuf = prepare_weights(weight, w_bits, w_shape, groups, small);
+  }
   if (small) {
-    gm.kp = (k + 3) / 4 * 4;
-    const int64_t og_pad = (og + 31) / 32 * 32;  // the VNNI tile covers 32 channels
-    const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8;
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
-    const auto rows = unpack_weights<uint8_t>(packed, w_bits, groups, og, og_pad, cg, kh, kw, gm.kp, false);
-    std::vector<uint8_t> vec;
-    DotFn<uint8_t, int8_t> dot = nullptr;
-    if (isa != Isa::kScalar) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const auto pg = pack_for_microkernel(rows.data() + g * og_pad * gm.kp, og_pad, gm.kp, cw);
-        vec.insert(vec.end(), pg.begin(), pg.end());
-      }
-      dot = isa == Isa::kAvx512Vnni ? dots_u8s8_vnni : dots_u8s8_avx2;
-    }
-    run_conv<uint8_t, int8_t>(x8, rows, vec, gm, n, groups, og, og_pad, npix, c_out, dot, kMr, true, q_w, st, op);
+    const uint8_t* rows = wbuf.data_ptr<uint8_t>();
+    DotFn<uint8_t, int8_t> dot = isa == Isa::kScalar ? nullptr
+                                 : (isa == Isa::kAvx512Vnni ? dots_u8s8_vnni : dots_u8s8_avx2);
+    run_conv<uint8_t, int8_t>(x8, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
+                              c_out, dot, kMr, true, q_w, st, op);
   } else {
-    gm.kp = (k + 15) / 16 * 16;
-    const int64_t og_pad = (og + 3) / 4 * 4;
     const at::Tensor x16 = x_in.to(at::kShort).permute({0, 2, 3, 1}).contiguous();  // NHWC int16
-    const auto rows = unpack_weights<int16_t>(packed, w_bits, groups, og, og_pad, cg, kh, kw, gm.kp, true);
-    run_conv<int16_t, int16_t>(x16, rows, rows, gm, n, groups, og, og_pad, npix, c_out,
+    const int16_t* rows = wbuf.data_ptr<int16_t>();
+    run_conv<int16_t, int16_t>(x16, rows, rows, gm, n, groups, og, lay.og_pad, npix, c_out,
                                isa != Isa::kScalar ? dots_i16_avx2 : nullptr, 2, false, q_w, st, op);
   }
   return out;
