@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import liq_fake_quant, prepack_conv_weight, quant_add, quant_conv2d, requantize
-from ..ops.quant_conv import finish_codes
+from ..ops import liq_fake_quant, prepack_conv_weight, quant_add, quant_conv2d, requantize_values
 
 __all__ = ['IntegerNetwork', 'layer_key']
 
@@ -100,9 +99,9 @@ class IntConv(nn.Module):
         for j, o in enumerate(outs):
             bias = getattr(self, f'bias_{j}')[level]
             if o['kind'] == 'requant':
-                codes = requantize(acc, getattr(self, f'm0_{j}')[level], getattr(self, f'shift_{j}')[level], bias,
-                                   o['zero_point'], o['qmin'], o['qmax'])
-                results.append(finish_codes(codes, o['levels'], o['signed']))
+                results.append(requantize_values(acc, getattr(self, f'm0_{j}')[level],
+                                                 getattr(self, f'shift_{j}')[level], bias, o['zero_point'],
+                                                 o['qmin'], o['qmax'], o['levels'], o['signed']))
             elif o['kind'] == 'acc':
                 results.append((acc.to(torch.int64) + bias.to(torch.int64).view(1, -1, 1, 1)).to(_I32))
             else:
@@ -179,8 +178,9 @@ class Dequant(nn.Module):
 _LAYER_TYPES = {'conv': IntConv, 'add': IntAdd, 'quantize': Quantize, 'float_conv': FloatConv, 'dequant': Dequant}
 
 
+# max-pooling and nearest upsampling of integer values run in float32: exact, since |values| < 2^24
 def _maxpool(x: torch.Tensor, node: dict) -> torch.Tensor:
-    y = F.max_pool2d(x.to(torch.float64) if not x.is_floating_point() else x, node['kernel'], node['stride'],
+    y = F.max_pool2d(x.to(torch.float32) if not x.is_floating_point() else x, node['kernel'], node['stride'],
                      node['padding'])
     return y if x.is_floating_point() else y.to(x.dtype)
 
@@ -191,7 +191,7 @@ def _upsample(x: torch.Tensor, like: torch.Tensor, node: dict) -> torch.Tensor:
         kwargs['scale_factor'] = node['scale_factor']
     else:
         kwargs['size'] = like.shape[2:]
-    y = F.interpolate(x.to(torch.float64) if not x.is_floating_point() else x, **kwargs)
+    y = F.interpolate(x.to(torch.float32) if not x.is_floating_point() else x, **kwargs)
     return y if x.is_floating_point() else y.to(x.dtype)
 
 

@@ -53,6 +53,16 @@ def _register_fake() -> None:
         w = _conv_out(x.shape[3], w_shape[3], stride[1], padding[1], dilation[1])
         return x.new_empty((x.shape[0], w_shape[0], h, w), dtype=torch.int32)
 
+    @torch.library.register_fake('mmaqd::requantize')
+    def _(acc, m0, shift, bias, zero_point, qmin, qmax, out_levels, out_signed):
+        return torch.empty_like(acc)
+
+    @torch.library.register_fake('mmaqd::quant_add')
+    def _(a, a_m0, a_shift, b, b_m0, b_shift, left_shift, bias, m0, shift, zero_point, qmin, qmax, out_levels,
+          out_signed):
+        shape = a.shape if b is None else torch.broadcast_shapes(a.shape, b.shape)
+        return a.new_empty(shape, dtype=torch.int32)
+
     @torch.library.register_fake('mmaqd::quant_conv2d_prepack')
     def _(weight, w_bits, w_shape, groups):
         k, og = w_shape[1] * w_shape[2] * w_shape[3], w_shape[0] // groups

@@ -25,7 +25,8 @@ from .fixed_point import check_int32, multiply_by_quantized_multiplier, requanti
 from .extension import extension_available
 from .packing import codes_to_values, unpack_codes
 
-__all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'finish_codes']
+__all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'quant_add_reference',
+           'requantize_values', 'finish_codes']
 
 _Pair = Union[int, Sequence[int]]
 
@@ -139,6 +140,23 @@ def quant_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w
     return finish_codes(codes, out_levels, out_signed)
 
 
+def requantize_values(acc: torch.Tensor, multiplier: torch.Tensor, shift: torch.Tensor,
+                      bias: Optional[torch.Tensor], zero_point: int, qmin: int, qmax: int, out_levels: int,
+                      out_signed: bool) -> torch.Tensor:
+    """The output stage of int32 accumulators (N, C, ...) with per-channel ``multiplier``/``shift``/``bias`` (C,):
+    :func:`requantize` then :func:`finish_codes`, as the compiled op ``torch.ops.mmaqd.requantize`` on CPU tensors
+    when the extension is built (the same integers)."""
+    if acc.device.type == 'cpu' and acc.dtype == torch.int32 and acc.dim() >= 2 and extension_available():
+        try:
+            return torch.ops.mmaqd.requantize(acc, multiplier, shift, bias, int(zero_point), int(qmin), int(qmax),
+                                              int(out_levels), bool(out_signed))
+        except RuntimeError as e:
+            if 'leaves int32' in str(e):
+                raise OverflowError(str(e).splitlines()[0]) from None
+            raise
+    return finish_codes(requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax), out_levels, out_signed)
+
+
 def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor, b: Optional[torch.Tensor],
               b_multiplier: Optional[torch.Tensor], b_shift: Optional[torch.Tensor], left_shift: int,
               bias: int, multiplier: torch.Tensor, shift: torch.Tensor, zero_point: int, qmin: int, qmax: int,
@@ -154,6 +172,26 @@ def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor
     """
     if a.is_floating_point() or (b is not None and b.is_floating_point()):
         raise TypeError('quant_add: operands must be integer tensors')
+    if a.device.type == 'cpu' and extension_available():  # the compiled op: the same integers
+        try:
+            return torch.ops.mmaqd.quant_add(
+                a, int(a_multiplier), int(a_shift), b, int(b_multiplier) if b is not None else 0,
+                int(b_shift) if b is not None else 0, int(left_shift), int(bias), int(multiplier), int(shift),
+                int(zero_point), int(qmin), int(qmax), int(out_levels), bool(out_signed))
+        except RuntimeError as e:
+            if 'leaves int32' in str(e):
+                raise OverflowError(str(e).splitlines()[0]) from None
+            raise
+    return quant_add_reference(a, a_multiplier, a_shift, b, b_multiplier, b_shift, left_shift, bias, multiplier,
+                               shift, zero_point, qmin, qmax, out_levels, out_signed)
+
+
+def quant_add_reference(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor,
+                        b: Optional[torch.Tensor], b_multiplier: Optional[torch.Tensor],
+                        b_shift: Optional[torch.Tensor], left_shift: int, bias: int, multiplier: torch.Tensor,
+                        shift: torch.Tensor, zero_point: int, qmin: int, qmax: int, out_levels: int,
+                        out_signed: bool) -> torch.Tensor:
+    """:func:`quant_add` in PyTorch int64 arithmetic (the reference)."""
     t = multiply_by_quantized_multiplier(a.to(torch.int64) << left_shift, a_multiplier, a_shift)
     if b is not None:
         t = t + multiply_by_quantized_multiplier(b.to(torch.int64) << left_shift, b_multiplier, b_shift)

@@ -1,7 +1,8 @@
-"""The compiled quant_conv2d (mmaqd/ops/csrc) against its PyTorch reference, bit for bit: random shapes, bits,
-strides, padding, dilation, groups, odd sizes and empty batches; the schema (torch.library.opcheck); the AVX2 and
-scalar paths against each other; and a whole integer detector with and without the extension. Skipped, with the
-reason, when the extension is not built (MMAQD_WITH_OPS=0)."""
+"""The compiled ops (mmaqd/ops/csrc) against their PyTorch references, bit for bit: quant_conv2d over random
+shapes, bits, strides, padding, dilation, groups, odd sizes and empty batches, with and without prepacked weights;
+requantize and quant_add; the schemas (torch.library.opcheck); the vector and scalar paths against each other; and
+a whole integer detector with and without the extension. Skipped, with the reason, when the extension is not
+built (MMAQD_WITH_OPS=0)."""
 import os
 import subprocess
 import sys
@@ -10,8 +11,8 @@ import pytest
 import torch
 
 import mmaqd.ops.quant_conv as qc
-from mmaqd.ops import (active_path, extension_available, pack_codes, prepack_conv_weight, quant_conv2d,
-                       quant_conv2d_reference,
+from mmaqd.ops import (active_path, extension_available, finish_codes, pack_codes, prepack_conv_weight, quant_add,
+                       quant_add_reference, quant_conv2d, quant_conv2d_reference, requantize, requantize_values,
                        quantize_multiplier)
 
 pytestmark = pytest.mark.skipif(not extension_available(), reason=f'compiled ops not loaded: {active_path()}')
@@ -119,3 +120,35 @@ def test_prepacked_weights_give_the_same_integers(case):
                                                                                  kwargs['groups']))
     assert fake is not None
     assert torch.equal(quant_conv2d(*args, **kwargs, prepacked=prepacked), quant_conv2d_reference(*args, **kwargs))
+
+
+@pytest.mark.parametrize('signed', [False, True])
+@pytest.mark.parametrize('with_bias', [False, True])
+def test_compiled_requantize_equals_the_reference(signed, with_bias):
+    gen = torch.Generator().manual_seed(3)
+    acc = torch.randint(-(1 << 28), 1 << 28, (2, 5, 7, 3), generator=gen, dtype=torch.int32)
+    m0, sh = quantize_multiplier(torch.rand(5, generator=gen, dtype=torch.float64) * 1e-6 + 1e-8)
+    bias = torch.randint(-1000, 1000, (5,), generator=gen, dtype=torch.int32) if with_bias else None
+    args = (acc, m0, sh, bias, 7 if signed else 0, 0, 15, 15, signed)
+    ours = requantize_values(*args)
+    monkey = finish_codes(requantize(acc, m0, sh, bias, args[4], 0, 15), 15, signed)
+    assert ours.dtype == torch.int32 and torch.equal(ours, monkey)
+    assert len(ours.unique()) > 5  # the values spread over the grid: the test sees the rounding
+    torch.library.opcheck(torch.ops.mmaqd.requantize.default, args)
+
+
+@pytest.mark.parametrize('two', [False, True])
+def test_compiled_quant_add_equals_the_reference(two):
+    gen = torch.Generator().manual_seed(4)
+    a = 2 * torch.randint(0, 16, (2, 4, 6, 6), generator=gen, dtype=torch.int32) - 15
+    b = torch.randint(0, 16, (2, 4, 6, 6), generator=gen, dtype=torch.int32) if two else None
+    s_a, s_b, s_out = 0.11, 0.07, 0.09
+    smax = max(s_a, s_b)
+    am, ash = quantize_multiplier(torch.tensor(s_a / (2 * smax), dtype=torch.float64))
+    bm, bsh = quantize_multiplier(torch.tensor(s_b / (2 * smax), dtype=torch.float64))
+    om, osh = quantize_multiplier(torch.tensor(2 * smax / (2 ** 20 * 2 * s_out), dtype=torch.float64))
+    bias = round(0.5 / (2 * smax / (2 ** 20 * 2 * s_out)))
+    args = (a, am, ash, b, bm if two else None, bsh if two else None, 20, bias, om, osh, 7, 0, 15, 15, True)
+    ours = quant_add(*args)
+    assert torch.equal(ours, quant_add_reference(*args))
+    assert len(ours.unique()) > 4
