@@ -66,9 +66,10 @@ def _register_fake() -> None:
     @torch.library.register_fake('mmaqd::quant_conv2d_prepack')
     def _(weight, w_bits, w_shape, groups):
         k, og = w_shape[1] * w_shape[2] * w_shape[3], w_shape[0] // groups
-        if w_bits <= 7:  # u8 codes: rows and the micro-kernel copy (cpu/quant_conv2d_cpu.cpp, weight_layout)
-            return weight.new_empty((2 * groups * -(-og // 32) * 32 * -(-k // 4) * 4,), dtype=torch.uint8)
-        return weight.new_empty((groups * -(-og // 4) * 4 * -(-k // 16) * 16,), dtype=torch.int16)
+        og_pad = -(-og // 16) * 16  # rows and the micro-kernel copy (cpu/quant_conv2d_cpu.cpp, weight_layout)
+        if w_bits <= 7:  # u8 codes
+            return weight.new_empty((2 * groups * og_pad * -(-k // 4) * 4,), dtype=torch.uint8)
+        return weight.new_empty((2 * groups * og_pad * -(-k // 2) * 2,), dtype=torch.int16)
 
 
 def extension_available() -> bool:

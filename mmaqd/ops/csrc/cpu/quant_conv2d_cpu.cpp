@@ -57,129 +57,80 @@ void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp,
     }
 }
 
-__attribute__((target("avx2"))) inline int32_t hsum256(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-// the 2 x 4 tile loop shared by the AVX2 kernels; Step(acc, w, x) adds the products of one vector of K
-#define MMAQD_TILE_2x4(VEC, ZERO, LOAD, STEP, HSUM, WIDTH)                                        \
-  for (int64_t p = 0; p < np; p += 2) {                                                             \
-    const auto* c0 = col + p * kp;                                                                  \
-    const auto* c1 = c0 + kp;                                                                       \
-    for (int64_t o = 0; o < og; o += 4) {                                                           \
-      const auto* r = w + o * kp;                                                                   \
-      VEC a00 = ZERO, a01 = ZERO, a10 = ZERO, a11 = ZERO, a20 = ZERO, a21 = ZERO, a30 = ZERO, a31 = ZERO; \
-      for (int64_t k = 0; k < kp; k += WIDTH) {                                                     \
-        const VEC x0 = LOAD(c0 + k), x1 = LOAD(c1 + k);                                             \
-        VEC wv = LOAD(r + k);                                                                       \
-        a00 = STEP(a00, wv, x0), a01 = STEP(a01, wv, x1);                                           \
-        wv = LOAD(r + kp + k);                                                                      \
-        a10 = STEP(a10, wv, x0), a11 = STEP(a11, wv, x1);                                           \
-        wv = LOAD(r + 2 * kp + k);                                                                  \
-        a20 = STEP(a20, wv, x0), a21 = STEP(a21, wv, x1);                                           \
-        wv = LOAD(r + 3 * kp + k);                                                                  \
-        a30 = STEP(a30, wv, x0), a31 = STEP(a31, wv, x1);                                           \
-      }                                                                                             \
-      int32_t* d = out + o * ldo + p;                                                               \
-      d[0] = HSUM(a00), d[1] = HSUM(a01), d[ldo] = HSUM(a10), d[ldo + 1] = HSUM(a11);               \
-      d[2 * ldo] = HSUM(a20), d[2 * ldo + 1] = HSUM(a21), d[3 * ldo] = HSUM(a30), d[3 * ldo + 1] = HSUM(a31); \
-    }                                                                                               \
-  }
-
-__attribute__((target("avx2"))) inline __m256i load256(const void* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-__attribute__((target("avx2"))) inline __m256i step_i16(__m256i acc, __m256i w, __m256i x) {
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x));
-}
-
-__attribute__((target("avx2"))) void dots_i16_avx2(const int16_t* w, const int16_t* col, int64_t og, int64_t np,
-                                                   int64_t kp, int32_t* out, int64_t ldo) {
-  MMAQD_TILE_2x4(__m256i, _mm256_setzero_si256(), load256, step_i16, hsum256, 16)
-}
-
-// u8 x s8 micro-kernels, fbgemm style: a vector holds CW output channels x 4 consecutive K values of the packed
-// weights, each pixel's 4 input values are broadcast to every lane, and VNNI vpdpbusd (or AVX2 vpmaddubsw +
-// vpmaddwd) adds their dot products into CW channels at once: no horizontal sums. MR = 8 pixels per tile.
-// wp: (og_pad / CW, kp / 4, CW, 4) u8; col: (np_pad, kp) s8 with np_pad a multiple of 8; out[o * ldo + p].
+// Broadcast micro-kernels, fbgemm style: a vector holds CW output channels x KG consecutive K values of the packed
+// weights, each pixel's KG input values (4 bytes) are broadcast to every lane, and one instruction adds their dot
+// products into CW channels at once (no horizontal sums):
+//   u8 x s8 (KG = 4): AVX-512 VNNI vpdpbusd (CW = 16) or AVX2 vpmaddubsw + vpmaddwd (CW = 8; pair sums stay
+//   below 2 * 127 * 127 < 2^15, no saturation); int16 x int16 (KG = 2): VNNI vpdpwssd or AVX2 vpmaddwd.
+// A tile is up to two channel blocks x MR = 8 pixels. wp: (og_pad / CW, kp / KG, CW, KG); col: (np_pad, kp) with
+// np_pad a multiple of 8 and og_pad of CW; out[o * ldo + p].
 constexpr int64_t kMr = 8;
 
-__attribute__((target("avx2"))) void dots_u8s8_avx2(const uint8_t* wp, const int8_t* col, int64_t og, int64_t np,
-                                                    int64_t kp, int32_t* out, int64_t ldo) {
-  constexpr int64_t cw = 8;
-  const int64_t kq = kp / 4;
-  const __m256i ones = _mm256_set1_epi16(1);
-  alignas(32) int32_t tmp[cw];
-  for (int64_t ob = 0; ob < og / cw; ++ob)
-    for (int64_t p = 0; p < np; p += kMr) {
-      __m256i acc[kMr];
-      for (int64_t r = 0; r < kMr; ++r) acc[r] = _mm256_setzero_si256();
-      const uint8_t* w = wp + ob * kq * cw * 4;
-      const int8_t* c = col + p * kp;
-      for (int64_t kk = 0; kk < kq; ++kk) {
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kk * cw * 4));
-        for (int64_t r = 0; r < kMr; ++r) {
-          int32_t four;
-          std::memcpy(&four, c + r * kp + kk * 4, 4);
-          const __m256i t = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(four));
-          acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(t, ones));
-        }
-      }
-      for (int64_t r = 0; r < kMr; ++r) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), acc[r]);
-        for (int64_t j = 0; j < cw; ++j) out[(ob * cw + j) * ldo + p + r] = tmp[j];
-      }
-    }
-}
+#define MMAQD_BCAST_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                  \
+  template <int NB>                                                                                            \
+  __attribute__((target(TARGET))) inline void NAME##_tile(const TW* w0, int64_t wstride, const TX* c,          \
+                                                          int64_t kp, int32_t* out, int64_t ldo, int64_t o0) { \
+    VEC acc[NB][kMr];                                                                                          \
+    for (int b = 0; b < NB; ++b)                                                                               \
+      for (int64_t r = 0; r < kMr; ++r) acc[b][r] = ZERO;                                                      \
+    for (int64_t kk = 0; kk < kp / KG; ++kk) {                                                                 \
+      VEC wv[NB];                                                                                              \
+      for (int b = 0; b < NB; ++b) wv[b] = LOAD(w0 + b * wstride + kk * CW * KG);                              \
+      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
+        int32_t four;                                                                                          \
+        std::memcpy(&four, c + r * kp + kk * KG, 4);                                                           \
+        const VEC x = BCAST(four);                                                                             \
+        for (int b = 0; b < NB; ++b) acc[b][r] = FMA(acc[b][r], wv[b], x);                                     \
+      }                                                                                                        \
+    }                                                                                                          \
+    alignas(64) int32_t tmp[CW];                                                                               \
+    for (int b = 0; b < NB; ++b)                                                                               \
+      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
+        STORE(tmp, acc[b][r]);                                                                                 \
+        for (int64_t j = 0; j < CW; ++j) out[(o0 + b * CW + j) * ldo + r] = tmp[j];                            \
+      }                                                                                                        \
+  }                                                                                                            \
+  __attribute__((target(TARGET))) void NAME(const TW* wp, const TX* col, int64_t og, int64_t np, int64_t kp,   \
+                                            int32_t* out, int64_t ldo) {                                       \
+    const int64_t nblk = og / CW, wstride = kp / KG * CW * KG;                                                 \
+    for (int64_t ob = 0; ob < nblk; ob += 2)                                                                   \
+      for (int64_t p = 0; p < np; p += kMr) {                                                                  \
+        if (ob + 1 < nblk) {                                                                                   \
+          NAME##_tile<2>(wp + ob * wstride, wstride, col + p * kp, kp, out + p, ldo, ob * CW);                 \
+        } else {                                                                                               \
+          NAME##_tile<1>(wp + ob * wstride, wstride, col + p * kp, kp, out + p, ldo, ob * CW);                 \
+        }                                                                                                      \
+      }                                                                                                        \
+  }
 
-// VNNI: two vectors of 16 channels (32 channels) x 8 pixels per tile: each broadcast feeds two vpdpbusd
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void dots_u8s8_vnni(const uint8_t* wp, const int8_t* col,
-                                                                            int64_t og, int64_t np, int64_t kp,
-                                                                            int32_t* out, int64_t ldo) {
-  constexpr int64_t cw = 16;
-  const int64_t kq = kp / 4;
-  alignas(64) int32_t tmp[cw];
-  for (int64_t ob = 0; ob < og / cw; ob += 2)
-    for (int64_t p = 0; p < np; p += kMr) {
-      __m512i lo[kMr], hi[kMr];
-      for (int64_t r = 0; r < kMr; ++r) lo[r] = _mm512_setzero_si512(), hi[r] = _mm512_setzero_si512();
-      const uint8_t* w0 = wp + ob * kq * cw * 4;
-      const uint8_t* w1 = w0 + kq * cw * 4;
-      const int8_t* c = col + p * kp;
-      for (int64_t kk = 0; kk < kq; ++kk) {
-        const __m512i wa = _mm512_loadu_si512(w0 + kk * cw * 4);
-        const __m512i wb = _mm512_loadu_si512(w1 + kk * cw * 4);
-        for (int64_t r = 0; r < kMr; ++r) {
-          int32_t four;
-          std::memcpy(&four, c + r * kp + kk * 4, 4);
-          const __m512i x = _mm512_set1_epi32(four);
-          lo[r] = _mm512_dpbusd_epi32(lo[r], wa, x);
-          hi[r] = _mm512_dpbusd_epi32(hi[r], wb, x);
-        }
-      }
-      for (int64_t r = 0; r < kMr; ++r) {
-        _mm512_store_si512(tmp, lo[r]);
-        for (int64_t j = 0; j < cw; ++j) out[(ob * cw + j) * ldo + p + r] = tmp[j];
-        _mm512_store_si512(tmp, hi[r]);
-        for (int64_t j = 0; j < cw; ++j) out[((ob + 1) * cw + j) * ldo + p + r] = tmp[j];
-      }
-    }
-}
+#define MMAQD_AVX2 "avx2"
+#define MMAQD_VNNI "avx512f,avx512bw,avx512vnni"
+#define L256(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+#define S256(p, v) _mm256_store_si256(reinterpret_cast<__m256i*>(p), v)
+#define L512(p) _mm512_loadu_si512(p)
+#define S512(p, v) _mm512_store_si512(p, v)
+#define FMA_U8S8_AVX2(a, w, x) \
+  _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
+#define FMA_I16_AVX2(a, w, x) _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
 
-// weights for the micro-kernels: (og_pad / cw, kp / 4, cw, 4) u8 codes of one group, from its (og_pad, kp) rows
-std::vector<uint8_t> pack_for_microkernel(const uint8_t* rows, int64_t og_pad, int64_t kp, int64_t cw) {
-  std::vector<uint8_t> out(size_t(og_pad * kp), 0);
-  const int64_t kq = kp / 4;
+MMAQD_BCAST_KERNEL(dots_u8s8_avx2, MMAQD_AVX2, uint8_t, int8_t, __m256i, 8, 4, _mm256_setzero_si256(), L256,
+                   _mm256_set1_epi32, FMA_U8S8_AVX2, S256)
+MMAQD_BCAST_KERNEL(dots_u8s8_vnni, MMAQD_VNNI, uint8_t, int8_t, __m512i, 16, 4, _mm512_setzero_si512(), L512,
+                   _mm512_set1_epi32, _mm512_dpbusd_epi32, S512)
+MMAQD_BCAST_KERNEL(dots_i16_bcast_avx2, MMAQD_AVX2, int16_t, int16_t, __m256i, 8, 2, _mm256_setzero_si256(), L256,
+                   _mm256_set1_epi32, FMA_I16_AVX2, S256)
+MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, _mm512_setzero_si512(), L512,
+                   _mm512_set1_epi32, _mm512_dpwssd_epi32, S512)
+#undef MMAQD_BCAST_KERNEL
+
+// weights for the micro-kernels: (og_pad / cw, kp / kg, cw, kg) of one group, from its (og_pad, kp) rows
+template <typename T>
+void pack_for_microkernel(const T* rows, int64_t og_pad, int64_t kp, int64_t cw, int64_t kg, T* out) {
+  const int64_t kq = kp / kg;
   for (int64_t o = 0; o < og_pad; ++o)
-    for (int64_t k = 0; k < kp; ++k)
-      out[size_t((((o / cw) * kq + k / 4) * cw + o % cw) * 4 + k % 4)] = rows[o * kp + k];
-  return out;
+    for (int64_t k = 0; k < kp; ++k) out[(((o / cw) * kq + k / kg) * cw + o % cw) * kg + k % kg] = rows[o * kp + k];
 }
 
-#undef MMAQD_TILE_2x4
 
 // ------------------------------------------------------------------------------------------- im2col
 struct Geometry {
@@ -398,38 +349,37 @@ struct WeightLayout {
 // the kernel's weight buffers: u8 path rows (groups, og_pad, kp) then, for the vector kernels, the same codes in
 // the micro-kernel layout; int16 path rows only
 WeightLayout weight_layout(int64_t w_bits, bool small, int64_t og, int64_t k, int64_t groups) {
-  if (small) {
-    const int64_t kp = (k + 3) / 4 * 4, og_pad = (og + 31) / 32 * 32;  // the VNNI tile covers 32 channels
-    return {kp, og_pad, 2 * groups * og_pad * kp};
-  }
-  const int64_t kp = (k + 15) / 16 * 16, og_pad = (og + 3) / 4 * 4;
-  return {kp, og_pad, groups * og_pad * kp};
+  const int64_t kp = small ? (k + 3) / 4 * 4 : (k + 1) / 2 * 2, og_pad = (og + 15) / 16 * 16;
+  return {kp, og_pad, 2 * groups * og_pad * kp};  // rows, then the micro-kernel copy
 }
 
+template <typename T>
+at::Tensor prepare_weights_as(const at::Tensor& packed, int64_t w_bits, int64_t groups, int64_t og, int64_t cg,
+                              int64_t kh, int64_t kw, const WeightLayout& lay, bool as_values, at::ScalarType dtype,
+                              int64_t kg) {
+  const auto rows = unpack_weights<T>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, as_values);
+  at::Tensor out = at::zeros({lay.numel}, packed.options().dtype(dtype));
+  T* dst = out.data_ptr<T>();
+  std::memcpy(dst, rows.data(), rows.size() * sizeof(T));
+  const Isa isa = detect_isa();
+  if (isa != Isa::kScalar) {
+    const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8, per_group = lay.og_pad * lay.kp;
+    for (int64_t g = 0; g < groups; ++g)
+      pack_for_microkernel<T>(rows.data() + g * per_group, lay.og_pad, lay.kp, cw, kg,
+                              dst + rows.size() + g * per_group);
+  }
+  return out;
+}
+
+// the kernel's weight buffer: rows (groups, og_pad, kp) then the same in the micro-kernel layout; u8 codes for the
+// u8 x s8 path, int16 values 2c - q otherwise
 at::Tensor prepare_weights(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape, int64_t groups,
                            bool small) {
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3], og = c_out / groups;
   const WeightLayout lay = weight_layout(w_bits, small, og, cg * kh * kw, groups);
   const at::Tensor packed = weight.contiguous();
-  if (!small) {
-    const auto rows = unpack_weights<int16_t>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, true);
-    at::Tensor out = at::empty({lay.numel}, weight.options().dtype(at::kShort));
-    std::memcpy(out.data_ptr<int16_t>(), rows.data(), rows.size() * sizeof(int16_t));
-    return out;
-  }
-  const auto rows = unpack_weights<uint8_t>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, false);
-  at::Tensor out = at::zeros({lay.numel}, weight.options().dtype(at::kByte));
-  uint8_t* dst = out.data_ptr<uint8_t>();
-  std::memcpy(dst, rows.data(), rows.size());
-  const Isa isa = detect_isa();
-  if (isa != Isa::kScalar) {
-    const int64_t cw = isa == Isa::kAvx512Vnni ? 16 : 8, per_group = lay.og_pad * lay.kp;
-    for (int64_t g = 0; g < groups; ++g) {
-      const auto pg = pack_for_microkernel(rows.data() + g * per_group, lay.og_pad, lay.kp, cw);
-      std::memcpy(dst + rows.size() + g * per_group, pg.data(), pg.size());
-    }
-  }
-  return out;
+  if (small) return prepare_weights_as<uint8_t>(packed, w_bits, groups, og, cg, kh, kw, lay, false, at::kByte, 4);
+  return prepare_weights_as<int16_t>(packed, w_bits, groups, og, cg, kh, kw, lay, true, at::kShort, 2);
 }
 
 }  // namespace
@@ -510,18 +460,19 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   if (!wbuf.defined() || wbuf.scalar_type() != want || wbuf.numel() != lay.numel) {
     wbuf = prepare_weights(weight, w_bits, w_shape, groups, small);
   }
+  const bool vnni = isa == Isa::kAvx512Vnni, vector = isa != Isa::kScalar;
   if (small) {
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
     const uint8_t* rows = wbuf.data_ptr<uint8_t>();
-    DotFn<uint8_t, int8_t> dot = isa == Isa::kScalar ? nullptr
-                                 : (isa == Isa::kAvx512Vnni ? dots_u8s8_vnni : dots_u8s8_avx2);
+    DotFn<uint8_t, int8_t> dot = !vector ? nullptr : (vnni ? dots_u8s8_vnni : dots_u8s8_avx2);
     run_conv<uint8_t, int8_t>(x8, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
                               c_out, dot, kMr, true, q_w, st, op);
   } else {
     const at::Tensor x16 = x_in.to(at::kShort).permute({0, 2, 3, 1}).contiguous();  // NHWC int16
     const int16_t* rows = wbuf.data_ptr<int16_t>();
-    run_conv<int16_t, int16_t>(x16, rows, rows, gm, n, groups, og, lay.og_pad, npix, c_out,
-                               isa != Isa::kScalar ? dots_i16_avx2 : nullptr, 2, false, q_w, st, op);
+    DotFn<int16_t, int16_t> dot = !vector ? nullptr : (vnni ? dots_i16_vnni : dots_i16_bcast_avx2);
+    run_conv<int16_t, int16_t>(x16, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
+                               c_out, dot, kMr, false, q_w, st, op);
   }
   return out;
 }
