@@ -3,7 +3,8 @@
 The C++/CUDA extension (``mmaqd._ext``) follows mmcv's ``get_extensions`` pattern: a CppExtension is built
 whenever ``mmaqd/ops/csrc`` holds sources, a CUDAExtension instead when torch has CUDA or ``FORCE_CUDA=1``, and
 ``MMAQD_WITH_OPS=0`` skips it (``import mmaqd`` works without it: every op has a PyTorch reference path).
-Install with ``pip install --no-build-isolation -e .`` so the extension builds against the installed torch.
+Install with ``pip install --no-build-isolation --use-pep517 -e .`` so the extension builds against the installed
+torch (tools/misc/setup_env.sh does).
 """
 import glob
 import os
@@ -36,7 +37,12 @@ def get_extensions() -> list:
     sources = sorted(glob.glob(osp.join(csrc, '*.cpp')) + glob.glob(osp.join(csrc, 'cpu', '*.cpp')))
     if not sources:
         return []
-    import torch
+    try:
+        import torch
+    except ImportError as e:
+        raise RuntimeError('building mmaqd\'s compiled ops needs torch installed in this environment: install with '
+                           '`pip install --no-build-isolation --use-pep517 -e .`, or set MMAQD_WITH_OPS=0 to '
+                           'install without them') from e
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
     define_macros, extra_compile_args = [], {'cxx': ['-O3', '-std=c++20']}
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':

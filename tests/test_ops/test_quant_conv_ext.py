@@ -75,9 +75,11 @@ def test_errors_match_the_reference():
             fn(x.float(), packed, 8, (1, 4, 1, 1))
 
 
-def test_avx2_and_scalar_paths_agree(tmp_path):
+@pytest.mark.parametrize('env', [dict(MMAQD_FORCE_SCALAR='1'), dict(MMAQD_ISA='avx2')],
+                         ids=['scalar', 'avx2'])
+def test_vector_and_scalar_paths_agree(tmp_path, env):
     outs = {}
-    for case in CASES[:5]:
+    for case in CASES:
         args, kwargs = _args(case)
         outs[case] = quant_conv2d(*args, **kwargs)
     torch.save(outs, tmp_path / 'avx2.pt')
@@ -88,10 +90,10 @@ from test_quant_conv_ext import CASES, _args
 from mmaqd.ops import quant_conv2d, active_path
 assert active_path().startswith('compiled'), active_path()
 want = torch.load({str(tmp_path / 'avx2.pt')!r})
-ok = all(torch.equal(quant_conv2d(*a, **k), want[c]) for c in CASES[:5] for a, k in [_args(c)])
+ok = all(torch.equal(quant_conv2d(*a, **k), want[c]) for c in CASES for a, k in [_args(c)])
 print('OK' if ok else 'DIFFERENT')
 """
-    env = dict(os.environ, MMAQD_FORCE_SCALAR='1')
+    env = dict(os.environ, **env)
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
     assert result.stdout.strip().endswith('OK'), result.stdout + result.stderr
 

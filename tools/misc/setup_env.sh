@@ -36,8 +36,10 @@ fi
 $PIP install -r requirements/runtime.txt -r requirements/tests.txt
 if ! has "import mmaqd" || [ setup.py -nt "$VENV/.mmaqd-installed" ] || \
    [ -n "$(find mmaqd/ops/csrc -newer "$VENV/.mmaqd-installed" -type f 2>/dev/null | head -1)" ]; then
-    echo "[setup] installing mmaqd (editable)"
-    $PIP install --no-build-isolation --no-deps -e .
+    echo "[setup] installing mmaqd (editable; builds its compiled ops unless MMAQD_WITH_OPS=0)"
+    # --use-pep517 with --no-build-isolation: the extension builds against the installed torch (setuptools'
+    # legacy develop path would re-run pip in an isolated environment without torch)
+    $PIP install --no-build-isolation --use-pep517 --no-deps -e .
     touch "$VENV/.mmaqd-installed"
 fi
 echo "[setup] ready: $("$VENV/bin/python" -c 'import torch, mmcv, mmdet, mmengine; print(f"torch {torch.__version__}, mmengine {mmengine.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}")')"

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "fixed_point.h"
@@ -30,12 +31,18 @@ namespace {
 
 enum class Isa { kScalar, kAvx2, kAvx512Vnni };
 
+// the best the CPU has; MMAQD_FORCE_SCALAR=1 forces the scalar loops, MMAQD_ISA=avx2 caps it at AVX2 (tests and
+// benchmarks of the AVX2 path on an AVX-512 machine)
 Isa detect_isa() {
   static const Isa isa = [] {
     const char* force = std::getenv("MMAQD_FORCE_SCALAR");
     if (force != nullptr && force[0] != '\0' && force[0] != '0') return Isa::kScalar;
+    const char* cap = std::getenv("MMAQD_ISA");
+    const bool avx2_cap = cap != nullptr && std::string(cap) == "avx2";
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return Isa::kAvx512Vnni;
+    if (!avx2_cap && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) {
+      return Isa::kAvx512Vnni;
+    }
     if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
     return Isa::kScalar;
   }();
