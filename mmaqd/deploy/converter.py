@@ -29,7 +29,7 @@ from ..ops import pack_codes, quantize_multiplier
 from ..quantization.layers import QConv2d
 from .grids import ActGrid, ConversionError, act_grid, weight_grid
 from .network import IntegerNetwork, layer_key
-from .trace import Op, Trace, Val, trace_detector
+from .trace import Op, Val, trace_detector
 
 __all__ = ['convert_detector', 'Conversion', 'ADD_LEFT_SHIFT']
 

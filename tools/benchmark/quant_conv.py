@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         for threads in args.threads:
             torch.set_num_threads(threads)
             print(f'## {title}, {threads} thread(s): median ms (fbgemm / mmaqd, fp32 / mmaqd)')
-            print(f'| layer | C_in->C_out | input | ' + ' | '.join(f'{b}-bit' for b in args.bits) + ' | fbgemm | fp32 |')
+            print('| layer | C_in->C_out | input | ' + ' | '.join(f'{b}-bit' for b in args.bits) + ' | fbgemm | fp32 |')
             print('|---|---|---|' + '---|' * len(args.bits) + '---|---|')
             for layer in layers:
                 cells, ref = [], None
