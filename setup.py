@@ -44,7 +44,8 @@ def get_extensions() -> list:
                            '`pip install --no-build-isolation --use-pep517 -e .`, or set MMAQD_WITH_OPS=0 to '
                            'install without them') from e
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
-    define_macros, extra_compile_args = [], {'cxx': ['-O3', '-std=c++20']}
+    # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers; without it the kernels run on one thread
+    define_macros, extra_compile_args = [], {'cxx': ['-O3', '-std=c++20', '-fopenmp']}
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
         define_macros.append(('MMAQD_WITH_CUDA', None))
         sources += sorted(glob.glob(osp.join(csrc, 'cuda', '*.cu')))
@@ -53,7 +54,7 @@ def get_extensions() -> list:
     else:
         ext = CppExtension
     return [ext(name='mmaqd._ext', sources=sources, include_dirs=[osp.abspath(osp.join(csrc, 'common'))],
-                define_macros=define_macros, extra_compile_args=extra_compile_args)]
+                define_macros=define_macros, extra_compile_args=extra_compile_args, extra_link_args=['-fopenmp'])]
 
 
 def get_cmdclass() -> dict:

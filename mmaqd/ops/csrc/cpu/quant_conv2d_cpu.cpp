@@ -321,8 +321,17 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
   constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of every np_multiple
   const int64_t nblocks = (npix + kBlock - 1) / kBlock;
   const TX* xp = x_nhwc.data_ptr<TX>();
-  const at::Tensor csum_t = x_nhwc.view({n, gm.h, gm.w, groups, gm.cg}).sum(-1, false, at::kLong).contiguous();
-  const int64_t* csum = csum_t.data_ptr<int64_t>();
+  std::vector<int64_t> csum_v(size_t(n * gm.h * gm.w * groups));  // per pixel and group: the sum of its channels
+  at::parallel_for(0, n * gm.h * gm.w, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t pix = begin; pix < end; ++pix)
+      for (int64_t g = 0; g < groups; ++g) {
+        const TX* src = xp + pix * gm.c_in + g * gm.cg;
+        int32_t sum = 0;  // |sum| <= C * 2^15 < 2^31
+        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
+        csum_v[size_t(pix * groups + g)] = sum;
+      }
+  });
+  const int64_t* csum = csum_v.data();
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<TX> col(size_t(kBlock * gm.kp), TX(0));
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
