@@ -178,11 +178,14 @@ class Dequant(nn.Module):
 _LAYER_TYPES = {'conv': IntConv, 'add': IntAdd, 'quantize': Quantize, 'float_conv': FloatConv, 'dequant': Dequant}
 
 
-# max-pooling and nearest upsampling of integer values run in float32: exact, since |values| < 2^24
 def _maxpool(x: torch.Tensor, node: dict) -> torch.Tensor:
-    y = F.max_pool2d(x.to(torch.float32) if not x.is_floating_point() else x, node['kernel'], node['stride'],
-                     node['padding'])
-    return y if x.is_floating_point() else y.to(x.dtype)
+    """Max-pooling of integer values as they are (exact), in channels-last memory: several times faster on the
+    CPU, and the next integer conv reads NHWC anyway."""
+    return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), node['kernel'], node['stride'],
+                        node['padding'])
+
+
+# nearest upsampling of integer values runs in float32: exact, since |values| < 2^24
 
 
 def _upsample(x: torch.Tensor, like: torch.Tensor, node: dict) -> torch.Tensor:

@@ -7,7 +7,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <atomic>
+
 #include "fixed_point.h"
+#include "fixed_point_avx512.h"
 
 namespace mmaqd {
 namespace {
@@ -15,6 +18,112 @@ namespace {
 inline int64_t clamp_value(int64_t c, int64_t qmin, int64_t qmax, bool out_signed, int64_t q) {
   c = c < qmin ? qmin : (c > qmax ? qmax : c);
   return out_signed ? 2 * c - q : c;
+}
+
+bool has_avx512() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+  }();
+  return yes;
+}
+
+struct AddParams {
+  int32_t am, as, bm, bs, om, os;
+  int64_t left, bias, zero_point, qmin, qmax, out_levels;
+  bool out_signed;
+};
+
+inline int64_t mbqm_shift(int64_t x, int32_t m0, int32_t shift) { return multiply_by_quantized_multiplier(x, m0, shift); }
+
+// elements [begin, end) of the add, scalar; returns false if a rescaled sum left int32
+bool quant_add_scalar(const int32_t* pa, const int32_t* pb, int32_t* o, int64_t begin, int64_t end,
+                      const AddParams& p) {
+  bool ok = true;
+  for (int64_t i = begin; i < end; ++i) {
+    int64_t t = mbqm_shift(int64_t(pa[i]) << p.left, p.am, p.as);
+    if (pb != nullptr) t += mbqm_shift(int64_t(pb[i]) << p.left, p.bm, p.bs);
+    t += p.bias;
+    ok &= t >= kInt32Min && t <= kInt32Max;
+    o[i] = int32_t(clamp_value(mbqm_shift(t, p.om, p.os) + p.zero_point, p.qmin, p.qmax, p.out_signed,
+                               p.out_levels));
+  }
+  return ok;
+}
+
+// the same, 8 elements per step (AVX-512); the tail goes to the scalar loop
+MMAQD_AVX512 bool quant_add_avx512(const int32_t* pa, const int32_t* pb, int32_t* o, int64_t begin, int64_t end,
+                                   const AddParams& p) {
+  const auto lr = [](int32_t shift, int& l, int& r) { l = shift > 0 ? shift : 0, r = shift > 0 ? 0 : -shift; };
+  int al, ar, bl, br, ol, orr;
+  lr(p.as, al, ar), lr(p.bs, bl, br), lr(p.os, ol, orr);
+  const __m512i am = _mm512_set1_epi64(p.am), bm = _mm512_set1_epi64(p.bm), om = _mm512_set1_epi64(p.om);
+  const __m512i bias = _mm512_set1_epi64(p.bias), zp = _mm512_set1_epi64(p.zero_point);
+  const __m512i lo = _mm512_set1_epi64(p.qmin), hi = _mm512_set1_epi64(p.qmax), q = _mm512_set1_epi64(p.out_levels);
+  const __m512i vmin = _mm512_set1_epi64(kInt32Min), vmax = _mm512_set1_epi64(kInt32Max);
+  const __m128i left = _mm_cvtsi32_si128(int(p.left));
+  __mmask8 bad = 0;
+  int64_t i = begin;
+  for (; i + 8 <= end; i += 8) {
+    const __m512i a = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(pa + i))), left);
+    __m512i t = multiply_by_quantized_multiplier8(a, am, al, ar);
+    if (pb != nullptr) {
+      const __m512i b = _mm512_sll_epi64(_mm512_cvtepi32_epi64(_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(pb + i))), left);
+      t = _mm512_add_epi64(t, multiply_by_quantized_multiplier8(b, bm, bl, br));
+    }
+    t = _mm512_add_epi64(t, bias);
+    bad |= _mm512_cmplt_epi64_mask(t, vmin) | _mm512_cmpgt_epi64_mask(t, vmax);
+    __m512i c = _mm512_add_epi64(multiply_by_quantized_multiplier8(t, om, ol, orr), zp);
+    c = _mm512_min_epi64(_mm512_max_epi64(c, lo), hi);
+    if (p.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), _mm512_cvtepi64_epi32(c));
+  }
+  const bool ok = bad == 0;
+  return quant_add_scalar(pa, pb, o, i, end, p) && ok;
+}
+
+struct RequantRow {
+  int32_t m0, shift;
+  int64_t bias, zero_point, qmin, qmax, out_levels;
+  bool out_signed;
+};
+
+bool requantize_row_scalar(const int32_t* a, int32_t* o, int64_t begin, int64_t end, const RequantRow& r) {
+  bool ok = true;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t t = int64_t(a[i]) + r.bias;
+    ok &= t >= kInt32Min && t <= kInt32Max;
+    o[i] = int32_t(clamp_value(multiply_by_quantized_multiplier(t, r.m0, r.shift) + r.zero_point, r.qmin, r.qmax,
+                               r.out_signed, r.out_levels));
+  }
+  return ok;
+}
+
+// 8 values per step; a left shift (multiplier > 1) goes to the scalar loop, where int32 range holds by the check
+MMAQD_AVX512 bool requantize_row_avx512(const int32_t* a, int32_t* o, int64_t np, const RequantRow& r) {
+  if (r.shift > 0) return requantize_row_scalar(a, o, 0, np, r);
+  const __m512i m0 = _mm512_set1_epi64(r.m0), bias = _mm512_set1_epi64(r.bias), zp = _mm512_set1_epi64(r.zero_point);
+  const __m512i lo = _mm512_set1_epi64(r.qmin), hi = _mm512_set1_epi64(r.qmax), q = _mm512_set1_epi64(r.out_levels);
+  const __m512i vmin = _mm512_set1_epi64(kInt32Min), vmax = _mm512_set1_epi64(kInt32Max);
+  __mmask8 bad = 0;
+  int64_t i = 0;
+  for (; i + 8 <= np; i += 8) {
+    const __m512i t = _mm512_add_epi64(
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i))), bias);
+    const __mmask8 out = _mm512_cmplt_epi64_mask(t, vmin) | _mm512_cmpgt_epi64_mask(t, vmax);
+    bad |= out;
+    // a value outside int32 is reported; clamp it first so that the lane arithmetic stays exact meanwhile
+    const __m512i ts = _mm512_min_epi64(_mm512_max_epi64(t, vmin), vmax);
+    __m512i c = _mm512_add_epi64(multiply_by_quantized_multiplier8(ts, m0, 0, -r.shift), zp);
+    c = _mm512_min_epi64(_mm512_max_epi64(c, lo), hi);
+    if (r.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), _mm512_cvtepi64_epi32(c));
+  }
+  const bool ok = bad == 0;
+  return requantize_row_scalar(a, o, i, np, r) && ok;
 }
 
 }  // namespace
@@ -38,17 +147,18 @@ at::Tensor requantize_cpu(const at::Tensor& acc_in, const at::Tensor& m0_in, con
   const int32_t* ps = shift.data_ptr<int32_t>();
   const int32_t* pb = bias.defined() ? bias.data_ptr<int32_t>() : nullptr;
   int32_t* o = out.data_ptr<int32_t>();
+  std::atomic<bool> ok{true};
+  const bool avx512 = has_avx512();
   at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t ch = row % c, b = pb != nullptr ? pb[ch] : 0;
-      for (int64_t i = row * inner; i < (row + 1) * inner; ++i) {
-        const int64_t t = int64_t(a[i]) + b;
-        TORCH_CHECK(t >= kInt32Min && t <= kInt32Max, "requantize: accumulator + bias leaves int32");
-        o[i] = int32_t(clamp_value(multiply_by_quantized_multiplier(t, pm[ch], ps[ch]) + zero_point, qmin, qmax,
-                                   out_signed, out_levels));
-      }
+      const int64_t ch = row % c;
+      const RequantRow r{pm[ch], ps[ch], pb != nullptr ? pb[ch] : 0, zero_point, qmin, qmax, out_levels, out_signed};
+      const bool part = avx512 ? requantize_row_avx512(a + row * inner, o + row * inner, inner, r)
+                               : requantize_row_scalar(a + row * inner, o + row * inner, 0, inner, r);
+      if (!part) ok = false;
     }
   });
+  TORCH_CHECK(ok.load(), "requantize: accumulator + bias leaves int32");
   return out;
 }
 
@@ -69,18 +179,22 @@ at::Tensor quant_add_cpu(const at::Tensor& a_in, int64_t a_m0, int64_t a_shift, 
   const int32_t* pa = a.data_ptr<int32_t>();
   const int32_t* pb = b.defined() ? b.data_ptr<int32_t>() : nullptr;
   int32_t* o = out.data_ptr<int32_t>();
-  const int32_t am = int32_t(a_m0), as = int32_t(a_shift), bm = int32_t(b_m0), bs = int32_t(b_shift);
-  const int32_t om = int32_t(m0), os = int32_t(shift);
+  TORCH_CHECK(left_shift >= 0 && left_shift <= 30, "quant_add: left_shift must be in [0, 30]");
+  const AddParams p{int32_t(a_m0), int32_t(a_shift), int32_t(b_m0), int32_t(b_shift), int32_t(m0), int32_t(shift),
+                    left_shift, bias, zero_point, qmin, qmax, out_levels, out_signed};
+  // the vector path keeps every (v << left) * M0 product exact in int64: |v << left| < 2^31
+  const int64_t bound = (int64_t(1) << (31 - left_shift)) - 1;
+  const auto within = [bound](const at::Tensor& t) {
+    const auto mm = at::aminmax(t);
+    return std::get<0>(mm).item<int64_t>() >= -bound && std::get<1>(mm).item<int64_t>() <= bound;
+  };
+  const bool avx512 = has_avx512() && a.numel() > 0 && within(a) && (!b.defined() || within(b));
+  std::atomic<bool> ok{true};
   at::parallel_for(0, a.numel(), 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      int64_t t = multiply_by_quantized_multiplier(int64_t(pa[i]) << left_shift, am, as);
-      if (pb != nullptr) t += multiply_by_quantized_multiplier(int64_t(pb[i]) << left_shift, bm, bs);
-      t += bias;
-      TORCH_CHECK(t >= kInt32Min && t <= kInt32Max, "quant_add: the rescaled sum leaves int32");
-      o[i] = int32_t(clamp_value(multiply_by_quantized_multiplier(t, om, os) + zero_point, qmin, qmax, out_signed,
-                                 out_levels));
-    }
+    const bool part = avx512 ? quant_add_avx512(pa, pb, o, begin, end, p) : quant_add_scalar(pa, pb, o, begin, end, p);
+    if (!part) ok = false;
   });
+  TORCH_CHECK(ok.load(), "quant_add: the rescaled sum leaves int32");
   return out;
 }
 

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "fixed_point.h"
+#include "fixed_point_avx512.h"
 #include "packing.h"
 
 namespace mmaqd {
@@ -223,18 +224,6 @@ bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64
 }
 #undef MMAQD_FINISH_ROW_BODY
 
-#define MMAQD_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512vnni")))
-
-// gemmlowp's RoundingDivideByPOT on 8 int64 lanes (exponent e in [0, 62])
-MMAQD_AVX512 inline __m512i rdbpot8(__m512i x, int e) {
-  const __m512i mask = _mm512_set1_epi64((int64_t(1) << e) - 1);
-  const __m512i rem = _mm512_and_si512(x, mask);
-  const __mmask8 neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
-  const __m512i thr = _mm512_mask_add_epi64(_mm512_srai_epi64(mask, 1), neg, _mm512_srai_epi64(mask, 1),
-                                            _mm512_set1_epi64(1));
-  const __m512i q = _mm512_sra_epi64(x, _mm_cvtsi32_si128(e));
-  return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, _mm512_set1_epi64(1));
-}
 
 // the output stage on 8 values per step (AVX-512), the same integers as MMAQD_FINISH_ROW_BODY
 MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8,
@@ -250,8 +239,6 @@ MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64
   const __m512i v_min = _mm512_set1_epi64(kInt32Min), v_max = _mm512_set1_epi64(kInt32Max);
   const __m512i v_lo = _mm512_set1_epi64(st.qmin), v_hi = _mm512_set1_epi64(st.qmax);
   const __m512i v_zp = _mm512_set1_epi64(st.zero_point), v_q = _mm512_set1_epi64(st.out_levels);
-  const __m512i n_pos = _mm512_set1_epi64(int64_t(1) << 30), n_neg = _mm512_set1_epi64(int64_t(1) - (int64_t(1) << 30));
-  const __m512i round_up = _mm512_set1_epi64((int64_t(1) << 31) - 1);
   __mmask8 bad = 0;
   int64_t i = 0;
   for (; i + 8 <= np; i += 8) {
@@ -265,13 +252,7 @@ MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(acc));
       continue;
     }
-    // SaturatingRoundingDoublingHighMul(acc << left, m0): |acc << left| < 2^31 here, so no saturation case
-    const __m512i ab = _mm512_mullo_epi64(_mm512_sll_epi64(acc, _mm_cvtsi32_si128(left)), v_m0);
-    const __mmask8 neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
-    __m512i t = _mm512_add_epi64(ab, _mm512_mask_blend_epi64(neg, n_pos, n_neg));
-    const __mmask8 tneg = _mm512_cmplt_epi64_mask(t, _mm512_setzero_si512());
-    t = _mm512_mask_add_epi64(t, tneg, t, round_up);  // division by 2^31 truncating toward zero
-    __m512i c = rdbpot8(_mm512_srai_epi64(t, 31), right);
+    __m512i c = multiply_by_quantized_multiplier8(acc, v_m0, left, right);
     c = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(c, v_zp), v_lo), v_hi);
     if (st.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), v_q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(c));
