@@ -131,6 +131,63 @@ MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, 
                    _mm512_set1_epi32, _mm512_dpwssd_epi32, S512)
 #undef MMAQD_BCAST_KERNEL
 
+// The same micro-kernels without im2col ("direct"): each of the 8 pixels of a tile reads its receptive field
+// straight from the zero-padded NHWC input, one run of C_in/g channels per kernel tap (u, v); needs C_in/g % 4 == 0
+// so that a group of 4 K values never straddles two taps. rows[r]: pixel r's top-left input, group offset included.
+#define MMAQD_DIRECT_KERNEL(NAME, TARGET, VEC, CW, ZERO, LOAD, BCAST, FMA, STORE)                              \
+  template <int NB>                                                                                            \
+  __attribute__((target(TARGET))) inline void NAME##_tile(const uint8_t* w0, int64_t wstride,                 \
+                                                          const int8_t* const* rows, const int64_t* tap_off,   \
+                                                          int64_t ntaps, int64_t cq, int32_t* out, int64_t ldo, \
+                                                          int64_t o0) {                                        \
+    VEC acc[NB][kMr];                                                                                          \
+    for (int b = 0; b < NB; ++b)                                                                               \
+      for (int64_t r = 0; r < kMr; ++r) acc[b][r] = ZERO;                                                      \
+    const uint8_t* w = w0;                                                                                     \
+    for (int64_t t = 0; t < ntaps; ++t) {                                                                      \
+      const int8_t* src[kMr];                                                                                  \
+      for (int64_t r = 0; r < kMr; ++r) src[r] = rows[r] + tap_off[t];                                         \
+      for (int64_t kc = 0; kc < cq; ++kc, w += CW * 4) {                                                       \
+        VEC wv[NB];                                                                                            \
+        for (int b = 0; b < NB; ++b) wv[b] = LOAD(w + b * wstride);                                            \
+        for (int64_t r = 0; r < kMr; ++r) {                                                                    \
+          int32_t four;                                                                                        \
+          std::memcpy(&four, src[r] + kc * 4, 4);                                                              \
+          const VEC x = BCAST(four);                                                                           \
+          for (int b = 0; b < NB; ++b) acc[b][r] = FMA(acc[b][r], wv[b], x);                                   \
+        }                                                                                                      \
+      }                                                                                                        \
+    }                                                                                                          \
+    alignas(64) int32_t tmp[CW];                                                                               \
+    for (int b = 0; b < NB; ++b)                                                                               \
+      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
+        STORE(tmp, acc[b][r]);                                                                                 \
+        for (int64_t j = 0; j < CW; ++j) out[(o0 + b * CW + j) * ldo + r] = tmp[j];                            \
+      }                                                                                                        \
+  }                                                                                                            \
+  __attribute__((target(TARGET))) void NAME(const uint8_t* wp, const int8_t* const* rows, int64_t np,          \
+                                            const int64_t* tap_off, int64_t ntaps, int64_t cq, int64_t og,     \
+                                            int32_t* out, int64_t ldo) {                                       \
+    const int64_t nblk = og / CW, wstride = ntaps * cq * CW * 4;                                               \
+    for (int64_t ob = 0; ob < nblk; ob += 2)                                                                   \
+      for (int64_t p = 0; p < np; p += kMr) {                                                                  \
+        if (ob + 1 < nblk) {                                                                                   \
+          NAME##_tile<2>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p, ldo, ob * CW);     \
+        } else {                                                                                               \
+          NAME##_tile<1>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p, ldo, ob * CW);     \
+        }                                                                                                      \
+      }                                                                                                        \
+  }
+
+MMAQD_DIRECT_KERNEL(direct_u8s8_avx2, MMAQD_AVX2, __m256i, 8, _mm256_setzero_si256(), L256, _mm256_set1_epi32,
+                    FMA_U8S8_AVX2, S256)
+MMAQD_DIRECT_KERNEL(direct_u8s8_vnni, MMAQD_VNNI, __m512i, 16, _mm512_setzero_si512(), L512, _mm512_set1_epi32,
+                    _mm512_dpbusd_epi32, S512)
+#undef MMAQD_DIRECT_KERNEL
+
+using DirectFn = void (*)(const uint8_t*, const int8_t* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          int32_t*, int64_t);
+
 // weights for the micro-kernels: (og_pad / cw, kp / kg, cw, kg) of one group, from its (og_pad, kp) rows
 template <typename T>
 void pack_for_microkernel(const T* rows, int64_t og_pad, int64_t kp, int64_t cw, int64_t kg, T* out) {
@@ -339,6 +396,58 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
   });
 }
 
+// the u8 x s8 conv without im2col: xp is the zero-padded NHWC int8 input (N, Hp, Wp, C_in)
+void run_direct(const at::Tensor& xpad, const uint8_t* wvec, const Geometry& gm, int64_t n, int64_t groups,
+                int64_t og, int64_t og_pad, int64_t npix, int64_t c_out, DirectFn dot, int q_w, const Stage& st,
+                int32_t* op) {
+  constexpr int64_t kBlock = 64;
+  const int64_t hp = xpad.size(1), wpd = xpad.size(2), nblocks = (npix + kBlock - 1) / kBlock;
+  const int64_t ntaps = gm.kh * gm.kw, cq = gm.cg / 4, kp = ntaps * gm.cg;
+  const int8_t* xp = xpad.data_ptr<int8_t>();
+  std::vector<int64_t> tap_off(static_cast<size_t>(ntaps));
+  for (int64_t u = 0; u < gm.kh; ++u)
+    for (int64_t v = 0; v < gm.kw; ++v) tap_off[size_t(u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * gm.c_in;
+  std::vector<int64_t> csum_v(size_t(n * hp * wpd * groups));  // per padded pixel and group: its channel sum
+  at::parallel_for(0, n * hp * wpd, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t pix = begin; pix < end; ++pix)
+      for (int64_t g = 0; g < groups; ++g) {
+        const int8_t* src = xp + pix * gm.c_in + g * gm.cg;
+        int32_t sum = 0;
+        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
+        csum_v[size_t(pix * groups + g)] = sum;
+      }
+  });
+  at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> acc(size_t(og_pad * kBlock));
+    std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
+    const int8_t* rows[kBlock];
+    bool ok = true;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
+      const int64_t p0 = b * kBlock, np = std::min(kBlock, npix - p0), np_pad = (np + kMr - 1) / kMr * kMr;
+      for (int64_t i = 0; i < np_pad; ++i) {
+        const int64_t pi = p0 + std::min(i, np - 1);  // tail rows repeat the last pixel; their outputs are unused
+        const int64_t y = pi / gm.ow, x = pi % gm.ow;
+        const int64_t top = (img * hp + y * gm.sh) * wpd + x * gm.sw;  // padded pixel of tap (0, 0)
+        rows[i] = xp + top * gm.c_in + g * gm.cg;
+        if (i < np) {
+          int64_t sum = 0;
+          for (int64_t u = 0; u < gm.kh; ++u)
+            for (int64_t v = 0; v < gm.kw; ++v) sum += csum_v[size_t((top + u * gm.dh * wpd + v * gm.dw) * groups + g)];
+          sums[i] = sum;
+        }
+      }
+      dot(wvec + g * og_pad * kp, rows, np_pad, tap_off.data(), ntaps, cq, og_pad, acc.data(), kBlock);
+      for (int64_t o = 0; o < og; ++o) {
+        const int64_t oc = g * og + o;
+        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, true, q_w, st,
+                         op + (img * c_out + oc) * npix + p0);
+      }
+    }
+    TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
+  });
+}
+
 struct WeightLayout {
   int64_t kp, og_pad, numel;
 };
@@ -458,7 +567,14 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
     wbuf = prepare_weights(weight, w_bits, w_shape, groups, small);
   }
   const bool vnni = isa == Isa::kAvx512Vnni, vector = isa != Isa::kScalar;
-  if (small) {
+  if (small && vector && cg % 4 == 0) {  // no im2col: the kernel reads the zero-padded NHWC input directly
+    const at::Tensor xpad = at::constant_pad_nd(x_in.to(at::kChar), {padding[1], padding[1], padding[0], padding[0]}, 0)
+                                .permute({0, 2, 3, 1})
+                                .contiguous();
+    const uint8_t* rows = wbuf.data_ptr<uint8_t>();
+    run_direct(xpad, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix, c_out,
+               vnni ? direct_u8s8_vnni : direct_u8s8_avx2, q_w, st, op);
+  } else if (small) {
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
     const uint8_t* rows = wbuf.data_ptr<uint8_t>();
     DotFn<uint8_t, int8_t> dot = !vector ? nullptr : (vnni ? dots_u8s8_vnni : dots_u8s8_avx2);
