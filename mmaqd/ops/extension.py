@@ -65,11 +65,20 @@ def _register_fake() -> None:
 
     @torch.library.register_fake('mmaqd::quant_conv2d_prepack')
     def _(weight, w_bits, w_shape, groups):
-        k, og = w_shape[1] * w_shape[2] * w_shape[3], w_shape[0] // groups
-        og_pad = -(-og // 16) * 16  # rows and the micro-kernel copy (cpu/quant_conv2d_cpu.cpp, weight_layout)
-        if w_bits <= 7:  # u8 codes
-            return weight.new_empty((2 * groups * og_pad * -(-k // 4) * 4,), dtype=torch.uint8)
-        return weight.new_empty((2 * groups * og_pad * -(-k // 2) * 2,), dtype=torch.int16)
+        # rows and the micro-kernel copy, as cpu/quant_conv2d_cpu.cpp's weight_layout lays them out
+        cg, taps, og = w_shape[1], w_shape[2] * w_shape[3], w_shape[0] // groups
+        og_pad = -(-og // 16) * 16
+        small = w_bits <= 7
+        if not active_path().startswith('compiled') or _isa_is_scalar() or (groups > 1 and cg % 4):
+            k = taps * cg
+            kp = -(-k // 4) * 4 if small else -(-k // 2) * 2
+        else:
+            kp = taps * -(-cg // 4) * 4
+        return weight.new_empty((2 * groups * og_pad * kp,), dtype=torch.uint8 if small else torch.int16)
+
+
+def _isa_is_scalar() -> bool:
+    return int(torch.ops.mmaqd.cpu_isa()) == 0
 
 
 def extension_available() -> bool:

@@ -27,6 +27,8 @@ CASES = [  # (N, C_in, H, W, C_out, k, stride, padding, dilation, groups, w_bits
     (0, 8, 6, 6, 8, 3, 1, 1, 1, 1, 4, 4, False, True, True),   # empty batch
     (1, 4, 1, 1, 3, 1, 1, 0, 1, 1, 2, 4, False, False, True),
     (2, 12, 8, 8, 12, 3, 1, 1, 1, 3, 4, 4, False, True, True),
+    (1, 6, 7, 7, 6, 3, 1, 1, 1, 2, 4, 4, False, True, True),   # groups with 3 channels each: the im2col kernels
+    (1, 5, 9, 9, 20, 3, 1, 1, 1, 1, 2, 2, True, True, True),   # 5 channels padded to 8 for the direct kernels
 ]
 
 

@@ -12,6 +12,7 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x, const at::Tensor& weight, int64
                             at::IntArrayRef dilation, int64_t groups, const c10::optional<at::Tensor>& prepacked);
 at::Tensor quant_conv2d_prepack_cpu(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape,
                                     int64_t groups);
+int64_t cpu_isa();
 }  // namespace mmaqd
 
 TORCH_LIBRARY(mmaqd, m) {
@@ -22,6 +23,8 @@ TORCH_LIBRARY(mmaqd, m) {
       "Tensor? prepacked=None) -> Tensor");
   // the weights in the CPU kernel's layout, made once (at load) and passed as `prepacked`
   m.def("quant_conv2d_prepack(Tensor weight, int w_bits, int[] w_shape, int groups) -> Tensor");
+  // the CPU kernels' instruction set: 0 scalar, 1 AVX2, 2 AVX-512 VNNI (after MMAQD_FORCE_SCALAR / MMAQD_ISA)
+  m.def("cpu_isa() -> int", &mmaqd::cpu_isa);
 }
 
 TORCH_LIBRARY_IMPL(mmaqd, CPU, m) {

@@ -134,25 +134,25 @@ MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, 
 // The same micro-kernels without im2col ("direct"): each of the 8 pixels of a tile reads its receptive field
 // straight from the zero-padded NHWC input, one run of C_in/g channels per kernel tap (u, v); needs C_in/g % 4 == 0
 // so that a group of 4 K values never straddles two taps. rows[r]: pixel r's top-left input, group offset included.
-#define MMAQD_DIRECT_KERNEL(NAME, TARGET, VEC, CW, ZERO, LOAD, BCAST, FMA, STORE)                              \
+#define MMAQD_DIRECT_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                              \
   template <int NB>                                                                                            \
-  __attribute__((target(TARGET))) inline void NAME##_tile(const uint8_t* w0, int64_t wstride,                 \
-                                                          const int8_t* const* rows, const int64_t* tap_off,   \
+  __attribute__((target(TARGET))) inline void NAME##_tile(const TW* w0, int64_t wstride,                      \
+                                                          const TX* const* rows, const int64_t* tap_off,   \
                                                           int64_t ntaps, int64_t cq, int32_t* out, int64_t ldo, \
                                                           int64_t o0) {                                        \
     VEC acc[NB][kMr];                                                                                          \
     for (int b = 0; b < NB; ++b)                                                                               \
       for (int64_t r = 0; r < kMr; ++r) acc[b][r] = ZERO;                                                      \
-    const uint8_t* w = w0;                                                                                     \
+    const TW* w = w0;                                                                                          \
     for (int64_t t = 0; t < ntaps; ++t) {                                                                      \
-      const int8_t* src[kMr];                                                                                  \
+      const TX* src[kMr];                                                                                      \
       for (int64_t r = 0; r < kMr; ++r) src[r] = rows[r] + tap_off[t];                                         \
-      for (int64_t kc = 0; kc < cq; ++kc, w += CW * 4) {                                                       \
+      for (int64_t kc = 0; kc < cq; ++kc, w += CW * KG) {                                                      \
         VEC wv[NB];                                                                                            \
         for (int b = 0; b < NB; ++b) wv[b] = LOAD(w + b * wstride);                                            \
         for (int64_t r = 0; r < kMr; ++r) {                                                                    \
           int32_t four;                                                                                        \
-          std::memcpy(&four, src[r] + kc * 4, 4);                                                              \
+          std::memcpy(&four, src[r] + kc * KG, 4);                                                             \
           const VEC x = BCAST(four);                                                                           \
           for (int b = 0; b < NB; ++b) acc[b][r] = FMA(acc[b][r], wv[b], x);                                   \
         }                                                                                                      \
@@ -165,10 +165,10 @@ MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, 
         for (int64_t j = 0; j < CW; ++j) out[(o0 + b * CW + j) * ldo + r] = tmp[j];                            \
       }                                                                                                        \
   }                                                                                                            \
-  __attribute__((target(TARGET))) void NAME(const uint8_t* wp, const int8_t* const* rows, int64_t np,          \
+  __attribute__((target(TARGET))) void NAME(const TW* wp, const TX* const* rows, int64_t np,                  \
                                             const int64_t* tap_off, int64_t ntaps, int64_t cq, int64_t og,     \
                                             int32_t* out, int64_t ldo) {                                       \
-    const int64_t nblk = og / CW, wstride = ntaps * cq * CW * 4;                                               \
+    const int64_t nblk = og / CW, wstride = ntaps * cq * CW * KG;                                              \
     for (int64_t ob = 0; ob < nblk; ob += 2)                                                                   \
       for (int64_t p = 0; p < np; p += kMr) {                                                                  \
         if (ob + 1 < nblk) {                                                                                   \
@@ -179,14 +179,19 @@ MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, 
       }                                                                                                        \
   }
 
-MMAQD_DIRECT_KERNEL(direct_u8s8_avx2, MMAQD_AVX2, __m256i, 8, _mm256_setzero_si256(), L256, _mm256_set1_epi32,
-                    FMA_U8S8_AVX2, S256)
-MMAQD_DIRECT_KERNEL(direct_u8s8_vnni, MMAQD_VNNI, __m512i, 16, _mm512_setzero_si512(), L512, _mm512_set1_epi32,
-                    _mm512_dpbusd_epi32, S512)
+MMAQD_DIRECT_KERNEL(direct_u8s8_avx2, MMAQD_AVX2, uint8_t, int8_t, __m256i, 8, 4, _mm256_setzero_si256(), L256,
+                    _mm256_set1_epi32, FMA_U8S8_AVX2, S256)
+MMAQD_DIRECT_KERNEL(direct_u8s8_vnni, MMAQD_VNNI, uint8_t, int8_t, __m512i, 16, 4, _mm512_setzero_si512(), L512,
+                    _mm512_set1_epi32, _mm512_dpbusd_epi32, S512)
+MMAQD_DIRECT_KERNEL(direct_i16_avx2, MMAQD_AVX2, int16_t, int16_t, __m256i, 8, 2, _mm256_setzero_si256(), L256,
+                    _mm256_set1_epi32, FMA_I16_AVX2, S256)
+MMAQD_DIRECT_KERNEL(direct_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, _mm512_setzero_si512(), L512,
+                    _mm512_set1_epi32, _mm512_dpwssd_epi32, S512)
 #undef MMAQD_DIRECT_KERNEL
 
-using DirectFn = void (*)(const uint8_t*, const int8_t* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                          int32_t*, int64_t);
+template <typename TW, typename TX>
+using DirectFn = void (*)(const TW*, const TX* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t, int32_t*,
+                          int64_t);
 
 // weights for the micro-kernels: (og_pad / cw, kp / kg, cw, kg) of one group, from its (og_pad, kp) rows
 template <typename T>
@@ -325,10 +330,11 @@ inline bool finish_row(const int32_t* a, const int64_t* sums, int64_t np, int64_
                                            : finish_row_generic(a, sums, np, o, u8s8, q_w, st, dst);
 }
 
-// weights as rows of K in (u, v, c) order, og_pad rows per group, zero padded: codes c (u8 path) or 2c - q
+// weights as rows of K in (u, v, c) order with cgp channel slots per tap, og_pad rows per group, zero padded:
+// codes c (u8 path) or values 2c - q
 template <typename T>
 std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t groups, int64_t og, int64_t og_pad,
-                              int64_t cg, int64_t kh, int64_t kw, int64_t kp, bool as_values) {
+                              int64_t cg, int64_t cgp, int64_t kh, int64_t kw, int64_t kp, bool as_values) {
   const int fb = field_bits(int(w_bits));
   const int q = (1 << w_bits) - 1;
   std::vector<T> out(size_t(groups * og_pad * kp), T(0));
@@ -340,7 +346,7 @@ std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t 
         for (int64_t u = 0; u < kh; ++u)
           for (int64_t v = 0; v < kw; ++v) {
             const int code = unpack_code(row, (c * kh + u) * kw + v, fb);
-            dst[(u * kw + v) * cg + c] = T(as_values ? 2 * code - q : code);
+            dst[(u * kw + v) * cgp + c] = T(as_values ? 2 * code - q : code);  // channels cg..cgp stay 0
           }
     }
   return out;
@@ -396,31 +402,33 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
   });
 }
 
-// the u8 x s8 conv without im2col: xp is the zero-padded NHWC int8 input (N, Hp, Wp, C_in)
-void run_direct(const at::Tensor& xpad, const uint8_t* wvec, const Geometry& gm, int64_t n, int64_t groups,
-                int64_t og, int64_t og_pad, int64_t npix, int64_t c_out, DirectFn dot, int q_w, const Stage& st,
-                int32_t* op) {
+// the conv without im2col: xpad is the zero-padded NHWC input (N, Hp, Wp, groups * cgp), cgp = C_in/g padded to 4
+template <typename TW, typename TX>
+void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int64_t cgp, int64_t n, int64_t groups,
+                int64_t og, int64_t og_pad, int64_t npix, int64_t c_out, DirectFn<TW, TX> dot, bool u8s8, int q_w,
+                const Stage& st, int32_t* op) {
   constexpr int64_t kBlock = 64;
-  const int64_t hp = xpad.size(1), wpd = xpad.size(2), nblocks = (npix + kBlock - 1) / kBlock;
-  const int64_t ntaps = gm.kh * gm.kw, cq = gm.cg / 4, kp = ntaps * gm.cg;
-  const int8_t* xp = xpad.data_ptr<int8_t>();
+  constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
+  const int64_t hp = xpad.size(1), wpd = xpad.size(2), cin = xpad.size(3), nblocks = (npix + kBlock - 1) / kBlock;
+  const int64_t ntaps = gm.kh * gm.kw, cq = cgp / kg, kp = ntaps * cgp;
+  const TX* xp = xpad.data_ptr<TX>();
   std::vector<int64_t> tap_off(static_cast<size_t>(ntaps));
   for (int64_t u = 0; u < gm.kh; ++u)
-    for (int64_t v = 0; v < gm.kw; ++v) tap_off[size_t(u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * gm.c_in;
+    for (int64_t v = 0; v < gm.kw; ++v) tap_off[size_t(u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * cin;
   std::vector<int64_t> csum_v(size_t(n * hp * wpd * groups));  // per padded pixel and group: its channel sum
   at::parallel_for(0, n * hp * wpd, 256, [&](int64_t begin, int64_t end) {
     for (int64_t pix = begin; pix < end; ++pix)
       for (int64_t g = 0; g < groups; ++g) {
-        const int8_t* src = xp + pix * gm.c_in + g * gm.cg;
+        const TX* src = xp + pix * cin + g * cgp;
         int32_t sum = 0;
-        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
+        for (int64_t c = 0; c < cgp; ++c) sum += src[c];
         csum_v[size_t(pix * groups + g)] = sum;
       }
   });
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
     std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
-    const int8_t* rows[kBlock];
+    const TX* rows[kBlock];
     bool ok = true;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
@@ -429,7 +437,7 @@ void run_direct(const at::Tensor& xpad, const uint8_t* wvec, const Geometry& gm,
         const int64_t pi = p0 + std::min(i, np - 1);  // tail rows repeat the last pixel; their outputs are unused
         const int64_t y = pi / gm.ow, x = pi % gm.ow;
         const int64_t top = (img * hp + y * gm.sh) * wpd + x * gm.sw;  // padded pixel of tap (0, 0)
-        rows[i] = xp + top * gm.c_in + g * gm.cg;
+        rows[i] = xp + top * cin + g * cgp;
         if (i < np) {
           int64_t sum = 0;
           for (int64_t u = 0; u < gm.kh; ++u)
@@ -440,7 +448,7 @@ void run_direct(const at::Tensor& xpad, const uint8_t* wvec, const Geometry& gm,
       dot(wvec + g * og_pad * kp, rows, np_pad, tap_off.data(), ntaps, cq, og_pad, acc.data(), kBlock);
       for (int64_t o = 0; o < og; ++o) {
         const int64_t oc = g * og + o;
-        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, true, q_w, st,
+        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, u8s8, q_w, st,
                          op + (img * c_out + oc) * npix + p0);
       }
     }
@@ -449,21 +457,25 @@ void run_direct(const at::Tensor& xpad, const uint8_t* wvec, const Geometry& gm,
 }
 
 struct WeightLayout {
-  int64_t kp, og_pad, numel;
+  bool direct;  // im2col-free kernels
+  int64_t cgp, kp, og_pad, numel;
 };
 
-// the kernel's weight buffers: u8 path rows (groups, og_pad, kp) then, for the vector kernels, the same codes in
-// the micro-kernel layout; int16 path rows only
-WeightLayout weight_layout(int64_t w_bits, bool small, int64_t og, int64_t k, int64_t groups) {
-  const int64_t kp = small ? (k + 3) / 4 * 4 : (k + 1) / 2 * 2, og_pad = (og + 15) / 16 * 16;
-  return {kp, og_pad, 2 * groups * og_pad * kp};  // rows, then the micro-kernel copy
+// how the weights of a conv are laid out for the kernels of this CPU: direct (vector ISA, one group or C_in/g a
+// multiple of 4; channels padded to 4) or im2col; rows, then the micro-kernel copy
+WeightLayout weight_layout(bool small, int64_t og, int64_t cg, int64_t kh, int64_t kw, int64_t groups) {
+  const bool direct = detect_isa() != Isa::kScalar && (groups == 1 || cg % 4 == 0);
+  const int64_t cgp = direct ? (cg + 3) / 4 * 4 : cg, k = kh * kw * cgp;
+  const int64_t kp = direct ? k : (small ? (k + 3) / 4 * 4 : (k + 1) / 2 * 2), og_pad = (og + 15) / 16 * 16;
+  return {direct, cgp, kp, og_pad, 2 * groups * og_pad * kp};
 }
 
 template <typename T>
 at::Tensor prepare_weights_as(const at::Tensor& packed, int64_t w_bits, int64_t groups, int64_t og, int64_t cg,
                               int64_t kh, int64_t kw, const WeightLayout& lay, bool as_values, at::ScalarType dtype,
                               int64_t kg) {
-  const auto rows = unpack_weights<T>(packed, w_bits, groups, og, lay.og_pad, cg, kh, kw, lay.kp, as_values);
+  const auto rows =
+      unpack_weights<T>(packed, w_bits, groups, og, lay.og_pad, cg, lay.cgp, kh, kw, lay.kp, as_values);
   at::Tensor out = at::zeros({lay.numel}, packed.options().dtype(dtype));
   T* dst = out.data_ptr<T>();
   std::memcpy(dst, rows.data(), rows.size() * sizeof(T));
@@ -482,13 +494,15 @@ at::Tensor prepare_weights_as(const at::Tensor& packed, int64_t w_bits, int64_t 
 at::Tensor prepare_weights(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape, int64_t groups,
                            bool small) {
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3], og = c_out / groups;
-  const WeightLayout lay = weight_layout(w_bits, small, og, cg * kh * kw, groups);
+  const WeightLayout lay = weight_layout(small, og, cg, kh, kw, groups);
   const at::Tensor packed = weight.contiguous();
   if (small) return prepare_weights_as<uint8_t>(packed, w_bits, groups, og, cg, kh, kw, lay, false, at::kByte, 4);
   return prepare_weights_as<int16_t>(packed, w_bits, groups, og, cg, kh, kw, lay, true, at::kShort, 2);
 }
 
 }  // namespace
+
+int64_t cpu_isa() { return int64_t(detect_isa()); }
 
 at::Tensor quant_conv2d_prepack_cpu(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape,
                                     int64_t groups) {
@@ -559,7 +573,7 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   const int q_w = (1 << w_bits) - 1;
   int32_t* op = out.data_ptr<int32_t>();
   Geometry gm{h, wd, c_in, cg, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], ow, 0};
-  const WeightLayout lay = weight_layout(w_bits, small, og, k, groups);
+  const WeightLayout lay = weight_layout(small, og, cg, kh, kw, groups);
   gm.kp = lay.kp;
   at::Tensor wbuf = prepacked.has_value() ? *prepacked : at::Tensor();
   const at::ScalarType want = small ? at::kByte : at::kShort;
@@ -567,13 +581,21 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
     wbuf = prepare_weights(weight, w_bits, w_shape, groups, small);
   }
   const bool vnni = isa == Isa::kAvx512Vnni, vector = isa != Isa::kScalar;
-  if (small && vector && cg % 4 == 0) {  // no im2col: the kernel reads the zero-padded NHWC input directly
-    const at::Tensor xpad = at::constant_pad_nd(x_in.to(at::kChar), {padding[1], padding[1], padding[0], padding[0]}, 0)
+  if (lay.direct) {  // no im2col: the kernels read the zero-padded NHWC input (channels padded to cgp) directly
+    // (channel padding only happens for one group: then the padded channels sit after the real ones)
+    const std::vector<int64_t> pad = {padding[1], padding[1], padding[0], padding[0], 0, lay.cgp - cg};
+    const at::Tensor xpad = at::constant_pad_nd(x_in.to(small ? at::kChar : at::kShort), pad, 0)
                                 .permute({0, 2, 3, 1})
                                 .contiguous();
-    const uint8_t* rows = wbuf.data_ptr<uint8_t>();
-    run_direct(xpad, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix, c_out,
-               vnni ? direct_u8s8_vnni : direct_u8s8_avx2, q_w, st, op);
+    const int64_t vec_off = groups * lay.og_pad * lay.kp;
+    if (small) {
+      run_direct<uint8_t, int8_t>(xpad, wbuf.data_ptr<uint8_t>() + vec_off, gm, lay.cgp, n, groups, og, lay.og_pad,
+                                  npix, c_out, vnni ? direct_u8s8_vnni : direct_u8s8_avx2, true, q_w, st, op);
+    } else {
+      run_direct<int16_t, int16_t>(xpad, wbuf.data_ptr<int16_t>() + vec_off, gm, lay.cgp, n, groups, og,
+                                   lay.og_pad, npix, c_out, vnni ? direct_i16_vnni : direct_i16_avx2, false, q_w,
+                                   st, op);
+    }
   } else if (small) {
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
     const uint8_t* rows = wbuf.data_ptr<uint8_t>();
