@@ -2,17 +2,17 @@
 // bit for bit what mmaqd/ops/quant_conv.py computes (AQD, arXiv 2007.06919, section 3.3 for the grids; Jacob et
 // al., CVPR 2018, section 2.2-2.4 for the output stage).
 //
-// The input is brought to NHWC once; per image, group and block of output pixels an im2col copies whole channel
-// runs into rows of K = kh * kw * C_in/g values (K padded with zeros), and S[p] = the row's sum (the offset term
-// needs it). Then, per output channel o and pixel p, one dot product over K with int32 accumulation (exact: the
-// converter's F keeps |A| < 2^31, checked below):
+// Per image, group and block of 64 output pixels, one dot product over K = kh * kw * C_in/g per output channel and
+// pixel, with int32 accumulation (exact: the converter's F keeps |A| < 2^31, checked below), and S[p] = the sum of
+// the pixel's inputs (the offset term needs it, from per-pixel channel sums):
 //   * 2-7-bit weights and |x| <= 127 (every 2-4-bit layer): u8 weight codes c x s8 inputs, A = 2 dot(c, x) - q S
 //     (the weight value is 2c - q): AVX-512 VNNI vpdpbusd (64 products per instruction) where the CPU has it,
 //     else AVX2 vpmaddubsw + vpmaddwd (pair sums stay below 2 * 127 * 127 < 2^15: no saturation);
-//   * otherwise (the 8-bit first and last layers): int16 x int16 with AVX2 vpmaddwd;
-//   each with a scalar fallback; the path is chosen at run time (MMAQD_FORCE_SCALAR=1 forces the scalar loops).
-// The u8 x s8 kernels broadcast each pixel's inputs against 16 (VNNI) or 8 (AVX2) packed output channels, 8 pixels
-// per tile; the int16 kernel uses a 2 pixel x 4 channel tile. The output stage runs per output channel and block.
+//   * otherwise (the 8-bit first and last layers): int16 x int16, VNNI vpdpwssd or AVX2 vpmaddwd.
+// The vector kernels broadcast each pixel's inputs against 16 (VNNI) or 8 (AVX2) packed output channels, 8 pixels
+// per tile, reading the zero-padded NHWC input directly (no im2col; one group, or C_in/g a multiple of 4); other
+// grouped convs go through an im2col. A scalar fallback is chosen at run time (MMAQD_FORCE_SCALAR=1 forces it,
+// MMAQD_ISA=avx2 caps the vector code at AVX2). The output stage runs per output channel and pixel block.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -51,8 +51,7 @@ Isa detect_isa() {
 }
 
 // ------------------------------------------------------------------------------------------- dot products
-// out[o * ldo + p] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np. The vector kernels need og a
-// multiple of 4, np a multiple of 2 and kp a multiple of their vector width (the caller pads with zeros).
+// out[o * ldo + p] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np (the scalar fallback).
 template <typename TW, typename TX>
 void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp, int32_t* out, int64_t ldo) {
   for (int64_t p = 0; p < np; ++p)
@@ -132,8 +131,9 @@ MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, 
 #undef MMAQD_BCAST_KERNEL
 
 // The same micro-kernels without im2col ("direct"): each of the 8 pixels of a tile reads its receptive field
-// straight from the zero-padded NHWC input, one run of C_in/g channels per kernel tap (u, v); needs C_in/g % 4 == 0
-// so that a group of 4 K values never straddles two taps. rows[r]: pixel r's top-left input, group offset included.
+// straight from the zero-padded NHWC input, one run of channels per kernel tap (u, v); the channels of a group are
+// padded to a multiple of 4 (zeros in input and weights) so that KG consecutive K values never straddle two taps.
+// rows[r]: pixel r's top-left input, group offset included.
 #define MMAQD_DIRECT_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                              \
   template <int NB>                                                                                            \
   __attribute__((target(TARGET))) inline void NAME##_tile(const TW* w0, int64_t wstride,                      \
@@ -252,39 +252,34 @@ struct Stage {
 
 // one output channel's values for np pixels: A (u8s8: from dot = sum c * x as 2 dot - q S), + offset term, + bias,
 // then requantized (or returned as accumulators); returns false if an accumulator left int32
-// the loop body is the same for every ISA; the AVX-512 instantiation lets the compiler vectorize its int64 math
-#define MMAQD_FINISH_ROW_BODY                                                                              \
-  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;                                      \
-  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;                                                \
-  bool ok = true;                                                                                          \
-  if (st.m0 == nullptr) {                                                                                  \
-    for (int64_t i = 0; i < np; ++i) {                                                                     \
-      const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);                      \
-      const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +                                    \
-                          rounding_divide_by_pot(offset * sums[i], st.offset_shift);                        \
-      ok &= acc >= kInt32Min && acc <= kInt32Max;                                                          \
-      dst[i] = int32_t(acc);                                                                               \
-    }                                                                                                      \
-    return ok;                                                                                             \
-  }                                                                                                        \
-  const int64_t m0 = st.m0[o], left = st.shift[o] > 0 ? st.shift[o] : 0;                                   \
-  const int right = st.shift[o] > 0 ? 0 : -st.shift[o];                                                    \
-  for (int64_t i = 0; i < np; ++i) {                                                                       \
-    const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);                        \
-    const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +                                      \
-                        rounding_divide_by_pot(offset * sums[i], st.offset_shift);                          \
-    ok &= acc >= kInt32Min && acc <= kInt32Max;                                                            \
-    int64_t c = rounding_divide_by_pot(rounding_doubling_high_mul(acc << left, m0), right) + st.zero_point; \
-    c = c < st.qmin ? st.qmin : (c > st.qmax ? st.qmax : c);                                               \
-    dst[i] = int32_t(st.out_signed ? 2 * c - st.out_levels : c);                                           \
-  }                                                                                                        \
-  return ok;
-
 bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
                         const Stage& st, int32_t* dst) {
-  MMAQD_FINISH_ROW_BODY
+  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;
+  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;
+  bool ok = true;
+  if (st.m0 == nullptr) {
+    for (int64_t i = 0; i < np; ++i) {
+      const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);
+      const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +
+                          rounding_divide_by_pot(offset * sums[i], st.offset_shift);
+      ok &= acc >= kInt32Min && acc <= kInt32Max;
+      dst[i] = int32_t(acc);
+    }
+    return ok;
+  }
+  const int64_t m0 = st.m0[o], left = st.shift[o] > 0 ? st.shift[o] : 0;
+  const int right = st.shift[o] > 0 ? 0 : -st.shift[o];
+  for (int64_t i = 0; i < np; ++i) {
+    const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);
+    const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +
+                        rounding_divide_by_pot(offset * sums[i], st.offset_shift);
+    ok &= acc >= kInt32Min && acc <= kInt32Max;
+    int64_t c = rounding_divide_by_pot(rounding_doubling_high_mul(acc << left, m0), right) + st.zero_point;
+    c = c < st.qmin ? st.qmin : (c > st.qmax ? st.qmax : c);
+    dst[i] = int32_t(st.out_signed ? 2 * c - st.out_levels : c);
+  }
+  return ok;
 }
-#undef MMAQD_FINISH_ROW_BODY
 
 
 // the output stage on 8 values per step (AVX-512), the same integers as MMAQD_FINISH_ROW_BODY
