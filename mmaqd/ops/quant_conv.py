@@ -49,6 +49,16 @@ def _pair(v) -> list:
     return [int(v), int(v)] if isinstance(v, int) else [int(e) for e in v]
 
 
+def _compiled(op, *args) -> torch.Tensor:
+    """Call a compiled op, raising the reference's error types: an overflow is an OverflowError."""
+    try:
+        return op(*args)
+    except RuntimeError as e:
+        if 'leaves int32' in str(e) or 'must fit int16' in str(e):
+            raise OverflowError(str(e).splitlines()[0]) from None
+        raise
+
+
 def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
                  w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, offset_frac_bits: Optional[int] = None,
                  bias: Optional[torch.Tensor] = None,
@@ -62,16 +72,10 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
     ``prepacked``: :func:`prepack_conv_weight`'s output for ``weight`` (saves unpacking it on every call)."""
     if x.device.type == 'cpu' and not x.is_floating_point() and extension_available():
         g = frac_bits if offset_frac_bits is None else offset_frac_bits
-        try:
-            return torch.ops.mmaqd.quant_conv2d(x, weight, int(w_bits), [int(d) for d in w_shape], w_offset,
-                                                int(frac_bits), int(g), bias, multiplier, shift, int(zero_point),
-                                                int(qmin), int(qmax), int(out_levels), bool(out_signed),
-                                                _pair(stride), _pair(padding), _pair(dilation), int(groups),
-                                                prepacked)
-        except RuntimeError as e:  # the reference's error types: overflow is an OverflowError
-            if 'leaves int32' in str(e) or 'must fit int16' in str(e):
-                raise OverflowError(str(e).splitlines()[0]) from None
-            raise
+        return _compiled(torch.ops.mmaqd.quant_conv2d, x, weight, int(w_bits), [int(d) for d in w_shape], w_offset,
+                         int(frac_bits), int(g), bias, multiplier, shift, int(zero_point), int(qmin), int(qmax),
+                         int(out_levels), bool(out_signed), _pair(stride), _pair(padding), _pair(dilation),
+                         int(groups), prepacked)
     return quant_conv2d_reference(x, weight, w_bits, w_shape, w_offset, frac_bits, offset_frac_bits, bias,
                                   multiplier, shift, zero_point, qmin, qmax, out_levels, out_signed, stride,
                                   padding, dilation, groups)
@@ -87,12 +91,12 @@ def prepack_conv_weight(weight: torch.Tensor, w_bits: int, w_shape: Sequence[int
 
 
 def quant_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
-                 w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0, offset_frac_bits: Optional[int] = None,
-                 bias: Optional[torch.Tensor] = None,
-                 multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
-                 zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
-                 out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
-                 groups: int = 1) -> torch.Tensor:
+                           w_offset: Optional[torch.Tensor] = None, frac_bits: int = 0,
+                           offset_frac_bits: Optional[int] = None, bias: Optional[torch.Tensor] = None,
+                           multiplier: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                           zero_point: int = 0, qmin: int = 0, qmax: int = 255, out_levels: int = 255,
+                           out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
+                           groups: int = 1) -> torch.Tensor:
     """Integer conv + offset term + bias (+ requantization and clamp).
 
     Args:
@@ -147,13 +151,8 @@ def requantize_values(acc: torch.Tensor, multiplier: torch.Tensor, shift: torch.
     :func:`requantize` then :func:`finish_codes`, as the compiled op ``torch.ops.mmaqd.requantize`` on CPU tensors
     when the extension is built (the same integers)."""
     if acc.device.type == 'cpu' and acc.dtype == torch.int32 and acc.dim() >= 2 and extension_available():
-        try:
-            return torch.ops.mmaqd.requantize(acc, multiplier, shift, bias, int(zero_point), int(qmin), int(qmax),
-                                              int(out_levels), bool(out_signed))
-        except RuntimeError as e:
-            if 'leaves int32' in str(e):
-                raise OverflowError(str(e).splitlines()[0]) from None
-            raise
+        return _compiled(torch.ops.mmaqd.requantize, acc, multiplier, shift, bias, int(zero_point), int(qmin),
+                         int(qmax), int(out_levels), bool(out_signed))
     return finish_codes(requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax), out_levels, out_signed)
 
 
@@ -173,15 +172,10 @@ def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor
     if a.is_floating_point() or (b is not None and b.is_floating_point()):
         raise TypeError('quant_add: operands must be integer tensors')
     if a.device.type == 'cpu' and extension_available():  # the compiled op: the same integers
-        try:
-            return torch.ops.mmaqd.quant_add(
-                a, int(a_multiplier), int(a_shift), b, int(b_multiplier) if b is not None else 0,
-                int(b_shift) if b is not None else 0, int(left_shift), int(bias), int(multiplier), int(shift),
-                int(zero_point), int(qmin), int(qmax), int(out_levels), bool(out_signed))
-        except RuntimeError as e:
-            if 'leaves int32' in str(e):
-                raise OverflowError(str(e).splitlines()[0]) from None
-            raise
+        return _compiled(torch.ops.mmaqd.quant_add, a, int(a_multiplier), int(a_shift), b,
+                         int(b_multiplier) if b is not None else 0, int(b_shift) if b is not None else 0,
+                         int(left_shift), int(bias), int(multiplier), int(shift), int(zero_point), int(qmin),
+                         int(qmax), int(out_levels), bool(out_signed))
     return quant_add_reference(a, a_multiplier, a_shift, b, b_multiplier, b_shift, left_shift, bias, multiplier,
                                shift, zero_point, qmin, qmax, out_levels, out_signed)
 

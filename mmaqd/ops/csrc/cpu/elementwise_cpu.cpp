@@ -35,7 +35,9 @@ struct AddParams {
   bool out_signed;
 };
 
-inline int64_t mbqm_shift(int64_t x, int32_t m0, int32_t shift) { return multiply_by_quantized_multiplier(x, m0, shift); }
+inline int64_t mbqm_shift(int64_t x, int32_t m0, int32_t shift) {
+  return multiply_by_quantized_multiplier(x, m0, shift);
+}
 
 // elements [begin, end) of the add, scalar; returns false if a rescaled sum left int32
 bool quant_add_scalar(const int32_t* pa, const int32_t* pb, int32_t* o, int64_t begin, int64_t end,

@@ -69,46 +69,8 @@ void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp,
 // products into CW channels at once (no horizontal sums):
 //   u8 x s8 (KG = 4): AVX-512 VNNI vpdpbusd (CW = 16) or AVX2 vpmaddubsw + vpmaddwd (CW = 8; pair sums stay
 //   below 2 * 127 * 127 < 2^15, no saturation); int16 x int16 (KG = 2): VNNI vpdpwssd or AVX2 vpmaddwd.
-// A tile is up to two channel blocks x MR = 8 pixels. wp: (og_pad / CW, kp / KG, CW, KG); col: (np_pad, kp) with
-// np_pad a multiple of 8 and og_pad of CW; out[o * ldo + p].
+// A tile is up to two channel blocks x MR = 8 pixels; packed weights (og_pad / CW, K / KG, CW, KG).
 constexpr int64_t kMr = 8;
-
-#define MMAQD_BCAST_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                  \
-  template <int NB>                                                                                            \
-  __attribute__((target(TARGET))) inline void NAME##_tile(const TW* w0, int64_t wstride, const TX* c,          \
-                                                          int64_t kp, int32_t* out, int64_t ldo, int64_t o0) { \
-    VEC acc[NB][kMr];                                                                                          \
-    for (int b = 0; b < NB; ++b)                                                                               \
-      for (int64_t r = 0; r < kMr; ++r) acc[b][r] = ZERO;                                                      \
-    for (int64_t kk = 0; kk < kp / KG; ++kk) {                                                                 \
-      VEC wv[NB];                                                                                              \
-      for (int b = 0; b < NB; ++b) wv[b] = LOAD(w0 + b * wstride + kk * CW * KG);                              \
-      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
-        int32_t four;                                                                                          \
-        std::memcpy(&four, c + r * kp + kk * KG, 4);                                                           \
-        const VEC x = BCAST(four);                                                                             \
-        for (int b = 0; b < NB; ++b) acc[b][r] = FMA(acc[b][r], wv[b], x);                                     \
-      }                                                                                                        \
-    }                                                                                                          \
-    alignas(64) int32_t tmp[CW];                                                                               \
-    for (int b = 0; b < NB; ++b)                                                                               \
-      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
-        STORE(tmp, acc[b][r]);                                                                                 \
-        for (int64_t j = 0; j < CW; ++j) out[(o0 + b * CW + j) * ldo + r] = tmp[j];                            \
-      }                                                                                                        \
-  }                                                                                                            \
-  __attribute__((target(TARGET))) void NAME(const TW* wp, const TX* col, int64_t og, int64_t np, int64_t kp,   \
-                                            int32_t* out, int64_t ldo) {                                       \
-    const int64_t nblk = og / CW, wstride = kp / KG * CW * KG;                                                 \
-    for (int64_t ob = 0; ob < nblk; ob += 2)                                                                   \
-      for (int64_t p = 0; p < np; p += kMr) {                                                                  \
-        if (ob + 1 < nblk) {                                                                                   \
-          NAME##_tile<2>(wp + ob * wstride, wstride, col + p * kp, kp, out + p, ldo, ob * CW);                 \
-        } else {                                                                                               \
-          NAME##_tile<1>(wp + ob * wstride, wstride, col + p * kp, kp, out + p, ldo, ob * CW);                 \
-        }                                                                                                      \
-      }                                                                                                        \
-  }
 
 #define MMAQD_AVX2 "avx2"
 #define MMAQD_VNNI "avx512f,avx512bw,avx512vnni"
@@ -120,21 +82,12 @@ constexpr int64_t kMr = 8;
   _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
 #define FMA_I16_AVX2(a, w, x) _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
 
-MMAQD_BCAST_KERNEL(dots_u8s8_avx2, MMAQD_AVX2, uint8_t, int8_t, __m256i, 8, 4, _mm256_setzero_si256(), L256,
-                   _mm256_set1_epi32, FMA_U8S8_AVX2, S256)
-MMAQD_BCAST_KERNEL(dots_u8s8_vnni, MMAQD_VNNI, uint8_t, int8_t, __m512i, 16, 4, _mm512_setzero_si512(), L512,
-                   _mm512_set1_epi32, _mm512_dpbusd_epi32, S512)
-MMAQD_BCAST_KERNEL(dots_i16_bcast_avx2, MMAQD_AVX2, int16_t, int16_t, __m256i, 8, 2, _mm256_setzero_si256(), L256,
-                   _mm256_set1_epi32, FMA_I16_AVX2, S256)
-MMAQD_BCAST_KERNEL(dots_i16_vnni, MMAQD_VNNI, int16_t, int16_t, __m512i, 16, 2, _mm512_setzero_si512(), L512,
-                   _mm512_set1_epi32, _mm512_dpwssd_epi32, S512)
-#undef MMAQD_BCAST_KERNEL
-
-// The same micro-kernels without im2col ("direct"): each of the 8 pixels of a tile reads its receptive field
-// straight from the zero-padded NHWC input, one run of channels per kernel tap (u, v); the channels of a group are
-// padded to a multiple of 4 (zeros in input and weights) so that KG consecutive K values never straddle two taps.
+// The micro-kernels ("direct"): each of the 8 pixels of a tile reads its receptive field straight from the
+// zero-padded NHWC input, one run of channels per kernel tap (u, v) (or, after an im2col, its row as one tap); the
+// channels of a group are padded to a multiple of 4 (zeros in input and weights) so that KG consecutive K values
+// never straddle two taps.
 // rows[r]: pixel r's top-left input, group offset included.
-#define MMAQD_DIRECT_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                              \
+#define MMAQD_DIRECT_KERNEL(NAME, TARGET, TW, TX, VEC, CW, KG, ZERO, LOAD, BCAST, FMA, STORE)                \
   template <int NB>                                                                                            \
   __attribute__((target(TARGET))) inline void NAME##_tile(const TW* w0, int64_t wstride,                      \
                                                           const TX* const* rows, const int64_t* tap_off,   \
@@ -347,17 +300,15 @@ std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t 
   return out;
 }
 
-template <typename TW, typename TX>
-using DotFn = void (*)(const TW*, const TX*, int64_t, int64_t, int64_t, int32_t*, int64_t);
-
-// the whole conv for one element type pair. vector: dot (weights wvec, pixel blocks padded to np_multiple);
-// scalar: dots_scalar on the row weights wrows. u8s8: A = 2 * dot - q * S.
+// the conv through an im2col (groups whose channels are not a multiple of 4, or no vector ISA). vector: the
+// broadcast micro-kernel ``dot`` over the im2col rows as a single tap (weights wvec); scalar (dot == nullptr):
+// dots_scalar on the row weights wrows. u8s8: A = 2 * dot - q * S.
 template <typename TW, typename TX>
 void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
               const Geometry& gm, int64_t n, int64_t groups, int64_t og, int64_t og_pad, int64_t npix,
-              int64_t c_out, DotFn<TW, TX> dot, int64_t np_multiple, bool u8s8, int q_w, const Stage& st,
-              int32_t* op) {
-  constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of every np_multiple
+              int64_t c_out, DirectFn<TW, TX> dot, bool u8s8, int q_w, const Stage& st, int32_t* op) {
+  constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of the tile's kMr pixels
+  constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
   const int64_t nblocks = (npix + kBlock - 1) / kBlock;
   const TX* xp = x_nhwc.data_ptr<TX>();
   std::vector<int64_t> csum_v(size_t(n * gm.h * gm.w * groups));  // per pixel and group: the sum of its channels
@@ -381,9 +332,12 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
       const int64_t p0 = b * kBlock, np = std::min(kBlock, npix - p0);
       im2col<TX>(xp, csum, groups, gm, img, g, p0, np, col.data(), sums.data());
       if (dot != nullptr) {
-        const int64_t np_pad = (np + np_multiple - 1) / np_multiple * np_multiple;
+        const int64_t np_pad = (np + kMr - 1) / kMr * kMr;
         std::fill(col.begin() + np * gm.kp, col.begin() + np_pad * gm.kp, TX(0));
-        dot(wvec + g * og_pad * gm.kp, col.data(), og_pad, np_pad, gm.kp, acc.data(), kBlock);
+        const TX* rows[kBlock];
+        for (int64_t i = 0; i < np_pad; ++i) rows[i] = col.data() + i * gm.kp;
+        const int64_t tap0 = 0;
+        dot(wvec + g * og_pad * gm.kp, rows, np_pad, &tap0, 1, gm.kp / kg, og_pad, acc.data(), kBlock);
       } else {
         dots_scalar<TW, TX>(wrows + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
       }
@@ -594,15 +548,15 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   } else if (small) {
     const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
     const uint8_t* rows = wbuf.data_ptr<uint8_t>();
-    DotFn<uint8_t, int8_t> dot = !vector ? nullptr : (vnni ? dots_u8s8_vnni : dots_u8s8_avx2);
+    DirectFn<uint8_t, int8_t> dot = !vector ? nullptr : (vnni ? direct_u8s8_vnni : direct_u8s8_avx2);
     run_conv<uint8_t, int8_t>(x8, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
-                              c_out, dot, kMr, true, q_w, st, op);
+                              c_out, dot, true, q_w, st, op);
   } else {
     const at::Tensor x16 = x_in.to(at::kShort).permute({0, 2, 3, 1}).contiguous();  // NHWC int16
     const int16_t* rows = wbuf.data_ptr<int16_t>();
-    DotFn<int16_t, int16_t> dot = !vector ? nullptr : (vnni ? dots_i16_vnni : dots_i16_bcast_avx2);
+    DirectFn<int16_t, int16_t> dot = !vector ? nullptr : (vnni ? direct_i16_vnni : direct_i16_avx2);
     run_conv<int16_t, int16_t>(x16, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
-                               c_out, dot, kMr, false, q_w, st, op);
+                               c_out, dot, false, q_w, st, op);
   }
   return out;
 }
