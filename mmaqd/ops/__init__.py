@@ -1,6 +1,7 @@
 """Low-level ops (torch only): the LIQ fake-quant with its eq. 6-7 gradients (AQD, arXiv 2007.06919) and a
 straight-through round for training; for integer-only inference, fixed-point requantization, weight packing and
-the integer conv and add, each an exact PyTorch reference."""
+the integer conv and add, each an exact PyTorch reference, run by the compiled kernels of ``mmaqd/ops/csrc`` when
+the extension is built (:func:`active_path` says which)."""
 from .fixed_point import (multiply_by_quantized_multiplier, quantize_multiplier, requantize,  # noqa: F401
                           rounding_divide_by_pot, rounding_doubling_high_mul)
 from .liq import liq_fake_quant, round_ste
