@@ -130,7 +130,9 @@ def main(argv=None) -> int:
     torch.backends.quantized.engine = 'fbgemm'
     print(f'machine: {platform.platform()}, {platform.processor() or platform.machine()}, '
           f'torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')
-    print(f'mmaqd ops: {active_path()}\n')
+    isa = {0: 'scalar', 1: 'AVX2', 2: 'AVX-512 VNNI'}.get(int(torch.ops.mmaqd.cpu_isa()), '?') \
+        if active_path().startswith('compiled') else '-'
+    print(f'mmaqd ops: {active_path()}, kernels: {isa}\n')
     summary = {}
     for det in args.detector:
         title, layers = DETECTORS[det]
