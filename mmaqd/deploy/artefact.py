@@ -44,12 +44,13 @@ def state_dict_bytes(state: Dict[str, torch.Tensor]) -> int:
 
 
 def write_network_files(out_dir: str, net: IntegerNetwork, graph: dict, meta: Optional[dict] = None) -> str:
-    """Write ``integer_model.pth`` (``net.*`` keys, as the mmdet wrapper's state_dict) and ``graph.json``;
-    returns the checkpoint path."""
+    """Write ``integer_model.pth`` (``net.*`` keys, as the mmdet wrapper's state_dict) and ``graph.json``, whose
+    ``sizes.artefact_bytes`` records the checkpoint's size; returns the checkpoint path."""
     os.makedirs(out_dir, exist_ok=True)
     state = {f'net.{k}': v for k, v in net.state_dict().items()}
     ckpt = osp.join(out_dir, CHECKPOINT_NAME)
     torch.save(dict(state_dict=state, meta=dict(meta or {}, format=FORMAT)), ckpt)
+    graph = dict(graph, sizes=dict(graph.get('sizes') or {}, artefact_bytes=osp.getsize(ckpt)))
     with open(osp.join(out_dir, GRAPH_NAME), 'w') as f:
         json.dump(dict(graph, format=FORMAT), f, indent=1)
     return ckpt

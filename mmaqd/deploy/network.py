@@ -214,7 +214,8 @@ class IntegerNetwork(nn.Module):
     """
 
     def __init__(self, layers: Sequence[dict], nodes: Sequence[dict], input: str, outputs: Sequence[Sequence[str]],
-                 output_names: Sequence[str], output_sources: Sequence[Sequence], probes: Optional[Dict[str, str]] = None, **meta):
+                 output_names: Sequence[str], output_sources: Sequence[Sequence],
+                 probes: Optional[Dict[str, str]] = None, **meta):
         super().__init__()
         self.layer_specs = [dict(s) for s in layers]
         self.nodes = [dict(n) for n in nodes]

@@ -25,7 +25,7 @@ TARGET_WITHIN_ONE = 1.0  # share within one quantization step
 
 
 @torch.no_grad()
-def fake_values(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+def fake_values(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor) -> Dict[str, torch.Tensor]:
     """``{probe: integer values}`` of the fake-quantized ``model`` on ``batch_inputs`` at every probe of ``net``:
     each quantizer's outputs, one per call, divided by its step."""
     names = sorted({p.rsplit('#', 1)[0] for p in net.probes})
@@ -52,16 +52,18 @@ def fake_values(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tenso
 
 @torch.no_grad()
 def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
-              counts: Dict[str, List[int]] = None, per_op: bool = False) -> Dict[str, List[int]]:
+              counts: Dict[str, List[int]] = None, per_op: bool = False,
+              fake: Dict[str, torch.Tensor] = None) -> Dict[str, List[int]]:
     """Accumulate, per quantizer name, ``[values, equal, within one step, max steps apart]`` into ``counts``.
 
     ``model`` is the fake-quantized detector (eval mode), ``batch_inputs`` a preprocessed batch (N, 3, H, W).
     ``per_op=False`` compares the two models run end to end (a one-step difference early on propagates);
     ``per_op=True`` feeds every integer op the fake model's values of its inputs (teacher forcing), so each
-    quantizer's row measures that op's arithmetic alone.
+    quantizer's row measures that op's arithmetic alone. ``fake``: :func:`fake_values` of this batch, if already
+    computed.
     """
     counts = counts if counts is not None else defaultdict(lambda: [0, 0, 0, 0])
-    fake = fake_values(model, net, batch_inputs)
+    fake = fake if fake is not None else fake_values(model, net, batch_inputs)
     override = {net.probes[p]: v for p, v in fake.items()} if per_op else {}
     kept = net(batch_inputs, keep=list(net.probes.values()), override=override)['_kept']
     for probe, ref in fake.items():

@@ -69,7 +69,7 @@ def _register_fake() -> None:
         cg, taps, og = w_shape[1], w_shape[2] * w_shape[3], w_shape[0] // groups
         og_pad = -(-og // 16) * 16
         small = w_bits <= 7
-        if not active_path().startswith('compiled') or _isa_is_scalar() or (groups > 1 and cg % 4):
+        if _isa_is_scalar() or (groups > 1 and cg % 4):
             k = taps * cg
             kp = -(-k // 4) * 4 if small else -(-k // 2) * 2
         else:

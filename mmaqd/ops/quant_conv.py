@@ -9,12 +9,14 @@ offset ``mu = mean / s_w``; the input is ``s_x * v_x``. So
 and with ``mu~ = round(mu * 2^G)`` the accumulator ``acc = A * 2^F + round(mu~ * S / 2^(G - F))`` is an integer in
 units of ``s_w s_x / 2^F``. F (a few bits: A * 2^F must fit int32) and G >= F (up to 30: mu~ must fit int32) are
 separate so that the offset term, a product in int64 per output pixel, keeps G bits of mu (an error of at most
-``|S| 2^-(G+1) + 1/2`` accumulator units) even when the accumulator keeps only a few fractional bits. BN, ReLU and the next quantizer are the output stage :func:`mmaqd.ops.requantize` (Jacob et
-al., CVPR 2018, eq. 5-7). The add rescales both operands to a common grid in fixed point (TFLite's quantized add:
-each operand shifted left by ``left_shift`` bits, then scaled by its own multiplier), adds them and requantizes.
+``|S| 2^-(G+1) + 1/2`` accumulator units) even when the accumulator keeps only a few fractional bits. BN, ReLU
+and the next quantizer are the output stage :func:`mmaqd.ops.requantize` (Jacob et al., CVPR 2018, eq. 5-7).
+The add rescales both operands to a common grid in fixed point (TFLite's quantized add: each operand shifted left
+by ``left_shift`` bits, then scaled by its own multiplier), adds them and requantizes.
 
-These functions are the op contract that compiled kernels implement; this reference computes the integer sums
-in float64, where every partial sum is an integer below 2^53 (checked), and everything else in int64.
+These functions are the op contract that the compiled kernels implement (``mmaqd/ops/csrc``; the public functions
+call them on CPU tensors when the extension is built). The ``*_reference`` functions compute the integer sums in
+float64, where every partial sum is an integer below 2^53 (checked), and everything else in int64.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -26,14 +28,9 @@ from .extension import extension_available
 from .packing import codes_to_values, unpack_codes
 
 __all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'quant_add_reference',
-           'requantize_values', 'finish_codes']
+           'requantize_values']
 
 _Pair = Union[int, Sequence[int]]
-
-
-def finish_codes(codes: torch.Tensor, out_levels: int, out_signed: bool) -> torch.Tensor:
-    """Codes c -> the integer values the next op computes with: ``2c - q`` (signed grid) or ``c`` (int32)."""
-    return codes_to_values(codes, out_levels, out_signed)
 
 
 def _weight_values(weight: torch.Tensor, w_bits: int, w_shape: Tuple[int, ...]) -> torch.Tensor:
@@ -141,19 +138,19 @@ def quant_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w
         check_int32(acc, 'quant_conv2d: accumulator + bias')
         return acc.to(torch.int32)
     codes = requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax)
-    return finish_codes(codes, out_levels, out_signed)
+    return codes_to_values(codes, out_levels, out_signed)
 
 
 def requantize_values(acc: torch.Tensor, multiplier: torch.Tensor, shift: torch.Tensor,
                       bias: Optional[torch.Tensor], zero_point: int, qmin: int, qmax: int, out_levels: int,
                       out_signed: bool) -> torch.Tensor:
     """The output stage of int32 accumulators (N, C, ...) with per-channel ``multiplier``/``shift``/``bias`` (C,):
-    :func:`requantize` then :func:`finish_codes`, as the compiled op ``torch.ops.mmaqd.requantize`` on CPU tensors
-    when the extension is built (the same integers)."""
+    :func:`requantize` then :func:`mmaqd.ops.codes_to_values`, as the compiled op ``torch.ops.mmaqd.requantize``
+    on CPU tensors when the extension is built (the same integers)."""
     if acc.device.type == 'cpu' and acc.dtype == torch.int32 and acc.dim() >= 2 and extension_available():
         return _compiled(torch.ops.mmaqd.requantize, acc, multiplier, shift, bias, int(zero_point), int(qmin),
                          int(qmax), int(out_levels), bool(out_signed))
-    return finish_codes(requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax), out_levels, out_signed)
+    return codes_to_values(requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax), out_levels, out_signed)
 
 
 def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor, b: Optional[torch.Tensor],
@@ -190,4 +187,4 @@ def quant_add_reference(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: to
     if b is not None:
         t = t + multiply_by_quantized_multiplier(b.to(torch.int64) << left_shift, b_multiplier, b_shift)
     codes = requantize(t, multiplier, shift, torch.as_tensor(bias), zero_point, qmin, qmax, channel_dim=0)
-    return finish_codes(codes, out_levels, out_signed)
+    return codes_to_values(codes, out_levels, out_signed)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mmaqd.ops.quant_conv as qc
-from mmaqd.ops import (active_path, extension_available, finish_codes, pack_codes, prepack_conv_weight, quant_add,
+from mmaqd.ops import (active_path, codes_to_values, extension_available, pack_codes, prepack_conv_weight, quant_add,
                        quant_add_reference, quant_conv2d, quant_conv2d_reference, requantize, requantize_values,
                        quantize_multiplier)
 
@@ -135,7 +135,7 @@ def test_compiled_requantize_equals_the_reference(signed, with_bias):
     bias = torch.randint(-1000, 1000, (5,), generator=gen, dtype=torch.int32) if with_bias else None
     args = (acc, m0, sh, bias, 7 if signed else 0, 0, 15, 15, signed)
     ours = requantize_values(*args)
-    monkey = finish_codes(requantize(acc, m0, sh, bias, args[4], 0, 15), 15, signed)
+    monkey = codes_to_values(requantize(acc, m0, sh, bias, args[4], 0, 15), 15, signed)
     assert ours.dtype == torch.int32 and torch.equal(ours, monkey)
     assert len(ours.unique()) > 5  # the values spread over the grid: the test sees the rounding
     torch.library.opcheck(torch.ops.mmaqd.requantize.default, args)

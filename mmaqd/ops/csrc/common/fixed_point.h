@@ -32,4 +32,10 @@ inline int64_t multiply_by_quantized_multiplier(int64_t x, int32_t m0, int32_t s
   return rounding_divide_by_pot(rounding_doubling_high_mul(x * (int64_t(1) << left), m0), right);
 }
 
+// the output code clamped to [qmin, qmax], as the integer value the next op computes with (2c - q on a signed grid)
+inline int64_t clamp_to_value(int64_t c, int64_t qmin, int64_t qmax, bool out_signed, int64_t q) {
+  c = c < qmin ? qmin : (c > qmax ? qmax : c);
+  return out_signed ? 2 * c - q : c;
+}
+
 }  // namespace mmaqd

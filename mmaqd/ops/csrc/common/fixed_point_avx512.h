@@ -32,4 +32,10 @@ MMAQD_AVX512 inline __m512i multiply_by_quantized_multiplier8(__m512i x, __m512i
   return rdbpot8(_mm512_srai_epi64(t, 31), right);
 }
 
+// clamp_to_value on 8 lanes
+MMAQD_AVX512 inline __m512i clamp_to_value8(__m512i c, __m512i qmin, __m512i qmax, bool out_signed, __m512i q) {
+  c = _mm512_min_epi64(_mm512_max_epi64(c, qmin), qmax);
+  return out_signed ? _mm512_sub_epi64(_mm512_slli_epi64(c, 1), q) : c;
+}
+
 }  // namespace mmaqd

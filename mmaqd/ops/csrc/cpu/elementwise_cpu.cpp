@@ -15,10 +15,6 @@
 namespace mmaqd {
 namespace {
 
-inline int64_t clamp_value(int64_t c, int64_t qmin, int64_t qmax, bool out_signed, int64_t q) {
-  c = c < qmin ? qmin : (c > qmax ? qmax : c);
-  return out_signed ? 2 * c - q : c;
-}
 
 bool has_avx512() {
   static const bool yes = [] {
@@ -35,21 +31,18 @@ struct AddParams {
   bool out_signed;
 };
 
-inline int64_t mbqm_shift(int64_t x, int32_t m0, int32_t shift) {
-  return multiply_by_quantized_multiplier(x, m0, shift);
-}
 
 // elements [begin, end) of the add, scalar; returns false if a rescaled sum left int32
 bool quant_add_scalar(const int32_t* pa, const int32_t* pb, int32_t* o, int64_t begin, int64_t end,
                       const AddParams& p) {
   bool ok = true;
   for (int64_t i = begin; i < end; ++i) {
-    int64_t t = mbqm_shift(int64_t(pa[i]) << p.left, p.am, p.as);
-    if (pb != nullptr) t += mbqm_shift(int64_t(pb[i]) << p.left, p.bm, p.bs);
+    int64_t t = multiply_by_quantized_multiplier(int64_t(pa[i]) << p.left, p.am, p.as);
+    if (pb != nullptr) t += multiply_by_quantized_multiplier(int64_t(pb[i]) << p.left, p.bm, p.bs);
     t += p.bias;
     ok &= t >= kInt32Min && t <= kInt32Max;
-    o[i] = int32_t(clamp_value(mbqm_shift(t, p.om, p.os) + p.zero_point, p.qmin, p.qmax, p.out_signed,
-                               p.out_levels));
+    const int64_t c = multiply_by_quantized_multiplier(t, p.om, p.os) + p.zero_point;
+    o[i] = int32_t(clamp_to_value(c, p.qmin, p.qmax, p.out_signed, p.out_levels));
   }
   return ok;
 }
@@ -79,8 +72,7 @@ MMAQD_AVX512 bool quant_add_avx512(const int32_t* pa, const int32_t* pb, int32_t
     t = _mm512_add_epi64(t, bias);
     bad |= _mm512_cmplt_epi64_mask(t, vmin) | _mm512_cmpgt_epi64_mask(t, vmax);
     __m512i c = _mm512_add_epi64(multiply_by_quantized_multiplier8(t, om, ol, orr), zp);
-    c = _mm512_min_epi64(_mm512_max_epi64(c, lo), hi);
-    if (p.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), q);
+    c = clamp_to_value8(c, lo, hi, p.out_signed, q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), _mm512_cvtepi64_epi32(c));
   }
   const bool ok = bad == 0;
@@ -98,8 +90,8 @@ bool requantize_row_scalar(const int32_t* a, int32_t* o, int64_t begin, int64_t 
   for (int64_t i = begin; i < end; ++i) {
     const int64_t t = int64_t(a[i]) + r.bias;
     ok &= t >= kInt32Min && t <= kInt32Max;
-    o[i] = int32_t(clamp_value(multiply_by_quantized_multiplier(t, r.m0, r.shift) + r.zero_point, r.qmin, r.qmax,
-                               r.out_signed, r.out_levels));
+    const int64_t c = multiply_by_quantized_multiplier(t, r.m0, r.shift) + r.zero_point;
+    o[i] = int32_t(clamp_to_value(c, r.qmin, r.qmax, r.out_signed, r.out_levels));
   }
   return ok;
 }
@@ -120,8 +112,7 @@ MMAQD_AVX512 bool requantize_row_avx512(const int32_t* a, int32_t* o, int64_t np
     // a value outside int32 is reported; clamp it first so that the lane arithmetic stays exact meanwhile
     const __m512i ts = _mm512_min_epi64(_mm512_max_epi64(t, vmin), vmax);
     __m512i c = _mm512_add_epi64(multiply_by_quantized_multiplier8(ts, m0, 0, -r.shift), zp);
-    c = _mm512_min_epi64(_mm512_max_epi64(c, lo), hi);
-    if (r.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), q);
+    c = clamp_to_value8(c, lo, hi, r.out_signed, q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + i), _mm512_cvtepi64_epi32(c));
   }
   const bool ok = bad == 0;

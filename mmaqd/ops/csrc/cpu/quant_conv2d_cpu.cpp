@@ -220,16 +220,13 @@ bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64
     }
     return ok;
   }
-  const int64_t m0 = st.m0[o], left = st.shift[o] > 0 ? st.shift[o] : 0;
-  const int right = st.shift[o] > 0 ? 0 : -st.shift[o];
   for (int64_t i = 0; i < np; ++i) {
     const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);
     const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +
                         rounding_divide_by_pot(offset * sums[i], st.offset_shift);
     ok &= acc >= kInt32Min && acc <= kInt32Max;
-    int64_t c = rounding_divide_by_pot(rounding_doubling_high_mul(acc << left, m0), right) + st.zero_point;
-    c = c < st.qmin ? st.qmin : (c > st.qmax ? st.qmax : c);
-    dst[i] = int32_t(st.out_signed ? 2 * c - st.out_levels : c);
+    const int64_t c = multiply_by_quantized_multiplier(acc, st.m0[o], st.shift[o]) + st.zero_point;
+    dst[i] = int32_t(clamp_to_value(c, st.qmin, st.qmax, st.out_signed, st.out_levels));
   }
   return ok;
 }
@@ -263,8 +260,7 @@ MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64
       continue;
     }
     __m512i c = multiply_by_quantized_multiplier8(acc, v_m0, left, right);
-    c = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(c, v_zp), v_lo), v_hi);
-    if (st.out_signed) c = _mm512_sub_epi64(_mm512_slli_epi64(c, 1), v_q);
+    c = clamp_to_value8(_mm512_add_epi64(c, v_zp), v_lo, v_hi, st.out_signed, v_q);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(c));
   }
   const bool ok = bad == 0;
