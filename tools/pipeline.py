@@ -37,10 +37,12 @@ STAGES = [
     ('aqd-w4a4-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp', True),
     ('aqd-w2a2-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py', 'fp', False),
     ('aqd-w4a4-f8l8-retinanet', 'configs/aqd/retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp-retinanet', False),
+    ('aqd-w4a4-f8l8-zl', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8-zl_synth.py', 'fp', False),
+    ('aqd-w2a2-f8l8-zl', 'configs/aqd/fcos_r18-c32_fpn_aqd-w2a2-f8l8-zl_synth.py', 'fp', False),
     ('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', False),
 ]
 #: stages whose weights tools/deploy.py converts into an integer artefact (after training)
-DEPLOY_STAGES = ('aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w4a4-f8l8-retinanet')
+DEPLOY_STAGES = ('aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w4a4-f8l8-retinanet', 'aqd-w4a4-f8l8-zl', 'aqd-w2a2-f8l8-zl')
 
 
 def log(msg: str) -> None:

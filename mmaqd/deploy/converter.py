@@ -11,7 +11,8 @@ section 2.2-2.4 for the fixed-point output stage):
 * eval BN of FPN level l, ``z = a_l * y + c_l``, the ReLU and the consumer's LIQ quantizer become one output
   stage per (consumer, level): ``M_l = a_l s_w s_x / (2^F s')``, ``B_l = round((b + c_l / a_l) 2^F / (s_w s_x))``,
   code ``clamp(round(M_l (acc + B_l)) + zp, qmin, q)``. On an unsigned grid s' = s and zp = 0; on a signed one
-  (code ``round(z / (2s) + q / 2)``) s' = 2s, zp = (q - 1) / 2 and half a step goes into B_l;
+  (code ``round(z / (2s) + q / 2)``) s' = 2s, zp = (q - 1) / 2 and half a step goes into B_l; on a zero-level
+  signed grid s' = s, zp = 0 and the clamp is -m..m;
 * a QAdd rescales both operands onto a common grid (TFLite's add: ``<< 20``, then ``s_i / (2 max s)``), adds, and
   requantizes onto its output quantizer; a value that an integer op produced and another quantizer consumes is
   rescaled the same way; max-pooling and nearest upsampling run on integers;
@@ -55,6 +56,7 @@ class Conversion:
     report: List[dict]         # one readable entry per layer (scales, F, grids)
     float_islands: List[str]   # layers left in floating point
     kind: str                  # 'fcos' | 'retinanet'
+    real: Dict[str, dict]      # layer name -> its real-valued form (grids, BN, biases) for exporters (onnx_export)
 
 
 def _bn_affine(bn: Optional[nn.Module], c: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +73,10 @@ def _bn_affine(bn: Optional[nn.Module], c: int) -> Tuple[torch.Tensor, torch.Ten
 def _out_stage(grid: ActGrid, relu: bool) -> Tuple[float, int, int, int]:
     """(s', zero point, qmin, qmax) of the output stage onto ``grid`` (see the module docstring)."""
     q = grid.levels
-    if grid.signed:
+    if grid.odd:
         return 2 * grid.scale, (q - 1) // 2, (q + 1) // 2 if relu else 0, q
+    if grid.signed:  # zero level: v = c in -m..m
+        return grid.scale, 0, 0 if relu else -grid.max_abs, grid.max_abs
     return grid.scale, 0, 0, q
 
 
@@ -93,6 +97,7 @@ class _Converter:
         self.outputs = {n: {} for n in self.output_names}
         self.sources = {n: {} for n in self.output_names}
         self.float_islands: List[str] = []
+        self.real: Dict[str, dict] = {}
         self._n = 0
 
     # ----------------------------------------------------------------------------------------- helpers
@@ -210,9 +215,11 @@ class _Converter:
     def quantize_node(self, src: str, grid: ActGrid, relu: bool, hint: str) -> str:
         name = f'{hint}->{grid.name}' + ('+relu' if relu else '')
         if name not in self.layers:
-            self.add_layer(dict(name=name, type='quantize', bits=grid.bits, signed=grid.signed, relu=relu),
+            self.add_layer(dict(name=name, type='quantize', bits=grid.bits, signed=grid.signed, relu=relu,
+                                zero_level=grid.zero_level),
                            dict(alpha=torch.tensor(grid.alpha, dtype=torch.float32)),
                            dict(layer=name, type='quantize', grid=grid.describe(), relu=relu))
+            self.real[name] = dict(grid=grid, relu=relu)
         out = self.tensor('q')
         self.emit_layer(name, [src], [out])
         return out
@@ -301,7 +308,7 @@ class _Converter:
             out = dict(kind=req.kind if req.kind != 'int' else 'requant', relu=req.relu or op.relu)
             if req.kind == 'int':
                 out.update(grid=req.grid.name, zero_point=t['zp'], qmin=t['qmin'], qmax=t['qmax'],
-                           levels=req.grid.levels, signed=req.grid.signed)
+                           levels=req.grid.levels, signed=req.grid.odd)
                 buffers[f'm0_{j}'], buffers[f'shift_{j}'] = t['m0'], t['shift']
             else:
                 buffers[f'scale_{j}'] = t['scale']
@@ -320,6 +327,8 @@ class _Converter:
                           dict(o, **({'grid': req.grid.describe()} if req.grid else {})) for o, req in
                           zip(outputs, reqs)])
         self.add_layer(spec, buffers, report)
+        self.real[op.name] = dict(x_grid=xg, w_grid=wg, bias=b, affine=affine, mults=mults,
+                                  outputs=[(req.kind, req.grid, out['relu']) for req, out in zip(reqs, outputs)])
 
     @staticmethod
     def _stage_tables(req: _Req, op: Op, calls, affine, levels: int, s_ws: torch.Tensor, b: torch.Tensor,
@@ -343,7 +352,7 @@ class _Converter:
         bias = torch.zeros(levels, c, dtype=torch.float64)
         for lv, (a, cc) in affine.items():
             m[lv] = a * unit / s_out
-            bias[lv] = (b + cc / a) / unit + (0.5 / m[lv] if req.grid.signed else 0.0)
+            bias[lv] = (b + cc / a) / unit + (0.5 / m[lv] if req.grid.odd else 0.0)
         m0, shift = quantize_multiplier(m)
         return dict(m0=m0, shift=shift, bias=torch.round(bias), zp=zp, qmin=qmin, qmax=qmax)
 
@@ -386,7 +395,7 @@ class _Converter:
         s_out, zp, qmin, qmax = _out_stage(out, relu)
         shift_l = ADD_LEFT_SHIFT
         m_out = 2 * smax / (2 ** shift_l * s_out)
-        bias = round(0.5 / m_out) if out.signed else 0
+        bias = round(0.5 / m_out) if out.odd else 0
         if abs(bias) + 2 * max(g.max_abs for g in grids) * 2 ** (shift_l - 1) > _I32_MAX:
             raise ConversionError(f'{name}: the rescaled operands would overflow int32 (output scale {s_out:.3g} '
                                   f'vs operand scale {smax:.3g})')
@@ -399,9 +408,10 @@ class _Converter:
         m0, sh = quantize_multiplier(torch.tensor(m_out))
         tensors.update(m0=m0, shift=sh, bias=torch.tensor(bias, dtype=torch.int32))
         spec = dict(name=name, type='add', left_shift=shift_l, zero_point=zp, qmin=qmin, qmax=qmax,
-                    levels=out.levels, signed=out.signed)
+                    levels=out.levels, signed=out.odd)
         self.add_layer(spec, tensors, dict(layer=name, type=kind, inputs=[g.describe() for g in grids],
                                            output=out.describe(), relu=relu))
+        self.real[name] = dict(grids=list(grids), out=out, relu=relu)
 
     def _emit_add(self, i: int, op: Op, reqs: List[_Req]) -> None:
         (va, na), (vb, nb) = self.needs(op)
@@ -456,7 +466,7 @@ class _Converter:
         if missing or unexpected:
             raise RuntimeError(f'internal error: network buffers mismatch: missing {missing}, unexpected {unexpected}')
         assert len(n_levels) == 1
-        return Conversion(net, spec, self.report, self.float_islands, self.kind)
+        return Conversion(net, spec, self.report, self.float_islands, self.kind, self.real)
 
 
 @torch.no_grad()

@@ -4,7 +4,11 @@
   ``s = alpha / q`` and ``v = c`` (unsigned, eq. 4) or ``v = 2c - q`` (signed, eq. 3), c in 0..q;
 * a weight quantizer with weight normalization (section 4.3) quantizes ``(w - mean) / std'`` and maps back,
   so its levels are ``s_w * (v + mu)`` with ``s_w = std' * alpha / q``, ``v = 2c - q`` and the real offset
-  ``mu = mean / s_w``; without it, ``mu = 0`` and ``s_w = alpha / q``.
+  ``mu = mean / s_w``; without it, ``mu = 0`` and ``s_w = alpha / q``;
+* a zero-level signed grid (``zero_level=True``: ``alpha * j / m``, j in -m..m, m = (q - 1) / 2) has ``s = alpha / m``
+  and ``v = j`` for activations. Its weights are written on the default odd grid of the same bit width at half the
+  step with the exact offset -1: ``s_w j = (s_w / 2) * ((2c - q) - 1)`` with ``c = j + m + 1``, so the integer conv
+  needs no second weight format.
 
 Codes are read off the trained quantizer itself (its own forward), so they are exactly the codes the
 fake-quantized model computes with. Quantizers without such a uniform grid (LQ-Net's learned levels) and every
@@ -33,26 +37,36 @@ class ActGrid:
     alpha: float
     bits: int
     signed: bool
+    zero_level: bool = False
 
     @property
     def levels(self) -> int:
+        """q = 2^k - 1."""
         return (1 << self.bits) - 1
 
     @property
-    def scale(self) -> float:
-        return self.alpha / self.levels
+    def odd(self) -> bool:
+        """Values are the odd ``2c - q`` (LIQ's default signed grid); else ``v = c`` (possibly negative)."""
+        return self.signed and not self.zero_level
 
     @property
     def max_abs(self) -> int:
-        """The largest |v| on the grid."""
-        return self.levels
+        """The largest |v| on the grid: q, or m = (q - 1) / 2 on a zero-level signed grid."""
+        return (self.levels - 1) // 2 if self.signed and self.zero_level else self.levels
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.max_abs
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """Integer values of a fake-quantized tensor ``x`` (the quantizer's output) on this grid (int32)."""
-        return torch.round(x.double() * self.levels / self.alpha).to(torch.int32)
+        return torch.round(x.double() * self.max_abs / self.alpha).to(torch.int32)
 
     def describe(self) -> dict:
-        return dict(quantizer=self.name, bits=self.bits, signed=self.signed, alpha=self.alpha, scale=self.scale)
+        d = dict(quantizer=self.name, bits=self.bits, signed=self.signed, alpha=self.alpha, scale=self.scale)
+        if self.zero_level:
+            d['zero_level'] = True
+        return d
 
 
 def _check_liq(name: str, q: nn.Module, mode: str) -> LIQ:
@@ -80,7 +94,7 @@ def act_grid(name: str, q: nn.Module) -> ActGrid:
                               'batch through the model or load a trained checkpoint')
     if q.per_channel:
         raise ConversionError(f'{name}: per-channel activation quantizers are not supported')
-    return ActGrid(name, float(q.alpha.detach().float()), int(q.bits), bool(q.signed))
+    return ActGrid(name, float(q.alpha.detach().float()), int(q.bits), bool(q.signed), bool(q.zero_level))
 
 
 @dataclass
@@ -91,7 +105,8 @@ class WeightGrid:
     bits: int
     codes: torch.Tensor   # (C_out, K) int64
     scale: torch.Tensor   # (C_out,) float64
-    offset: torch.Tensor  # (C_out,) float64, mean / s_w (0 without weight normalization)
+    offset: torch.Tensor  # (C_out,) float64, mean / s_w (0 without weight normalization; -1 on a zero-level grid)
+    zero_level: bool = False
 
     @property
     def levels(self) -> int:
@@ -111,13 +126,19 @@ def weight_grid(name: str, conv: nn.Module) -> WeightGrid:
         std, mean = torch.ones(()), torch.zeros(())
     n = q.normalize(w)
     a = alpha.view(-1, 1, 1, 1) if alpha.numel() > 1 else alpha.reshape(())
-    out = liq_fake_quant(n, q.alpha.detach(), q.bits, True)  # (C_out, C_in/g, kh, kw), alpha * (2c - q) / q
-    v = torch.round(out.double() * ((1 << q.bits) - 1) / a.double())
     levels = (1 << q.bits) - 1
+    out = liq_fake_quant(n, q.alpha.detach(), q.bits, True, q.zero_level)  # (C_out, C_in/g, kh, kw) real levels
+    if q.zero_level:  # j in -m..m on the odd grid at half the step: v = 2j + 1, offset -1 (module docstring)
+        m = (levels - 1) // 2
+        v = 2 * torch.round(out.double() * m / a.double()) + 1
+        steps = float(std) * alpha.double() / m / 2
+    else:
+        v = torch.round(out.double() * levels / a.double())
+        steps = float(std) * alpha.double() / levels
     codes = ((v + levels) / 2).round().to(torch.int64).reshape(c_out, -1)  # (C_out, K)
     if codes.min() < 0 or codes.max() > levels or not torch.equal(codes * 2 - levels, v.to(torch.int64).reshape(
             c_out, -1)):
         raise ConversionError(f'{name}: the weight codes are not on the {q.bits}-bit grid (internal error)')
-    s_w = (float(std) * alpha.double() / levels).expand(c_out).clone()  # (C_out,)
-    offset = float(mean) / s_w  # (C_out,)
-    return WeightGrid(name, int(q.bits), codes, s_w, offset)
+    s_w = steps.expand(c_out).clone()  # (C_out,)
+    offset = torch.full_like(s_w, -1.0) if q.zero_level else float(mean) / s_w  # (C_out,)
+    return WeightGrid(name, int(q.bits), codes, s_w, offset, bool(q.zero_level))

@@ -17,8 +17,8 @@ PyTorch is installed. It is built from a JSON-able spec (``layers`` and ``nodes`
 * ``maxpool``, ``upsample``: on integers (they commute with the monotone quantizers);
 * float islands (``float_conv``, ``dequant``, ``relu``) where a layer was trained in full precision.
 
-Integer values on a signed LIQ grid are the odd ``2c - q`` and codes ``c`` on an unsigned grid, so zero padding
-is exact. ``forward`` returns, per head output and FPN level, int32 accumulators (or floats for a float island);
+Integer values on a signed LIQ grid are the odd ``2c - q``, on a zero-level signed grid ``j`` in -m..m and codes
+``c`` on an unsigned grid, so zero padding is exact. ``forward`` returns, per head output and FPN level, int32 accumulators (or floats for a float island);
 :meth:`IntegerNetwork.dequantize` turns them into the prediction convs' real outputs.
 """
 from typing import Dict, List, Optional, Sequence
@@ -140,9 +140,11 @@ class Quantize(nn.Module):
         s = self.spec
         if s['relu']:
             x = x.clamp(min=0)
+        zero_level = bool(s.get('zero_level', False)) and s['signed']
         q = (1 << s['bits']) - 1
-        out = liq_fake_quant(x.float(), self.alpha, s['bits'], s['signed'])
-        return torch.round(out * q / self.alpha).to(_I32)
+        steps = (q - 1) // 2 if zero_level else q  # alpha / scale
+        out = liq_fake_quant(x.float(), self.alpha, s['bits'], s['signed'], zero_level)
+        return torch.round(out * steps / self.alpha).to(_I32)
 
 
 class FloatConv(nn.Module):

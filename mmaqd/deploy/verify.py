@@ -68,7 +68,7 @@ def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
     kept = net(batch_inputs, keep=list(net.probes.values()), override=override)['_kept']
     for probe, ref in fake.items():
         name = probe.rsplit('#', 1)[0]
-        step = 2 if act_grid(name, model.get_submodule(name)).signed else 1
+        step = 2 if act_grid(name, model.get_submodule(name)).odd else 1
         diff = (ref - kept[net.probes[probe]].to(torch.int32)).abs()  # in integer units
         c = counts[name]
         c[0] += diff.numel()

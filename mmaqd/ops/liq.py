@@ -14,6 +14,11 @@ Backward (eq. 6-7, straight-through estimator on round only), v = x / alpha:
 * "inside" is |v| < 1 (signed) and 0 <= v < 1 (unsigned), as in eq. 6-7; an activation below 0 gets 0 for both.
 
 A per-channel alpha (one value per slice along dim 0) gets its gradient summed over the other dims.
+
+``zero_level=True`` (signed only) swaps eq. 3's even grid for the symmetric grid with an exact zero,
+alpha * j / m with j in -m..m and m = 2^(k-1) - 1 (2^k - 1 levels; for k = 2: -alpha, 0, alpha), the grid of the
+authors' code's "symmetric" option and the one int8 runtimes (ONNX's QuantizeLinear with zero point 0) can
+represent. The gradients are eq. 6-7 with these levels. Unsigned grids already have a zero level and are unchanged.
 ``torch.round`` rounds halves to even; ties are measure-zero for real data.
 """
 import torch
@@ -49,13 +54,17 @@ def _as_broadcast(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return alpha.reshape((-1,) + (1,) * (x.dim() - 1))
 
 
-def _levels_(v: torch.Tensor, q: int, signed: bool) -> torch.Tensor:
+def _levels_(v: torch.Tensor, q: int, signed: bool, zero_level: bool = False) -> torch.Tensor:
     """Quantized normalized value, computed in place in ``v`` (a tensor this module owns) and returned:
-    2 * w_bar - 1 in [-1, 1] (signed) or x_bar in [0, 1] (unsigned).
+    2 * w_bar - 1 in [-1, 1] (signed), round(m * v) / m (signed, zero level, m = (q - 1) / 2) or x_bar in [0, 1]
+    (unsigned).
 
     The signed value is written as an integer over q, (2 * round(q * w_hat) - q) / q, so that the levels are exact
     mirror images and the ends exactly -1 and 1.
     """
+    if signed and zero_level:
+        m = (q - 1) // 2
+        return v.clamp_(-1, 1).mul_(m).round_().div_(m)
     if signed:
         # eq. 3: w_hat = 0.5 * (clip(v, -1, 1) + 1); eq. 5 on q * w_hat; then the affine map back to [-1, 1]
         # (c + 1) * (0.5 * q) rounds once, as 0.5 * (c + 1) * q does (the 0.5 is exact): same values, one op less
@@ -99,13 +108,14 @@ class _LIQFakeQuant(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, bits, signed):
+    def forward(ctx, x, alpha, bits, signed, zero_level):
         a = _as_broadcast(alpha, x)  # () or (C, 1, ..., 1)
         if a.dtype != x.dtype:
             a = a.to(x.dtype)
-        out = _levels_(x / a, 2 ** bits - 1, signed).mul_(a)  # same shape as x
+        out = _levels_(x / a, 2 ** bits - 1, signed, zero_level).mul_(a)  # same shape as x
         ctx.save_for_backward(x, a)
         ctx.q, ctx.signed, ctx.alpha_shape, ctx.alpha_dtype = 2 ** bits - 1, signed, alpha.shape, alpha.dtype
+        ctx.zero_level = zero_level
         return out
 
     @staticmethod
@@ -117,12 +127,14 @@ class _LIQFakeQuant(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             acc = torch.float64 if grad_out.dtype == torch.float64 else torch.float32  # half precision sums in fp32
             grad_alpha = _sum_per_alpha(a, grad_x, v, acc).neg_()
-            grad_alpha += _sum_per_alpha(a, grad_out, _levels_(v, ctx.q, ctx.signed), acc)  # v is done: L in place
+            levels = _levels_(v, ctx.q, ctx.signed, ctx.zero_level)  # v is done: L computed in place
+            grad_alpha += _sum_per_alpha(a, grad_out, levels, acc)
             grad_alpha = grad_alpha.reshape(ctx.alpha_shape).to(ctx.alpha_dtype)
-        return (grad_x if ctx.needs_input_grad[0] else None), grad_alpha, None, None
+        return (grad_x if ctx.needs_input_grad[0] else None), grad_alpha, None, None, None
 
 
-def liq_fake_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+def liq_fake_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool,
+                   zero_level: bool = False) -> torch.Tensor:
     """De-quantized LIQ output of ``x`` (same shape and dtype as ``x``).
 
     Args:
@@ -131,6 +143,10 @@ def liq_fake_quant(x: torch.Tensor, alpha: torch.Tensor, bits: int, signed: bool
             It should be positive.
         bits: k, an int in 2..8.
         signed: True for weights (eq. 3, levels in [-alpha, alpha]), False for activations (eq. 4, [0, alpha]).
+        zero_level: with ``signed``, the symmetric grid alpha * j / m, j in -m..m, m = 2^(k-1) - 1, which has an
+            exact zero (see the module docstring); no effect on an unsigned grid.
     """
     _check_args(x, alpha, bits, signed)
-    return _LIQFakeQuant.apply(x, alpha, bits, signed)
+    if not isinstance(zero_level, bool):
+        raise TypeError(f'zero_level must be a bool, got {zero_level!r}')
+    return _LIQFakeQuant.apply(x, alpha, bits, signed, zero_level)

@@ -6,7 +6,7 @@ import torch
 from mmaqd.deploy.converter import convert_detector
 from mmaqd.deploy.grids import ConversionError
 from mmaqd.deploy.verify import agreement, exact_reference, fake_values, summarize
-from tiny_models import FCOS_F8L8, FCOS_FP_ENDS, RETINA_F8L8, tiny_quantized
+from tiny_models import FCOS_F8L8, FCOS_F8L8_ZL, FCOS_FP_ENDS, RETINA_F8L8, tiny_quantized
 
 
 def _per_op_rows(model, net, x):
@@ -142,7 +142,7 @@ def test_unquantized_adds_are_refused():
         convert_detector(model)
 
 
-@pytest.mark.parametrize('config', [FCOS_F8L8, RETINA_F8L8])
+@pytest.mark.parametrize('config', [FCOS_F8L8, RETINA_F8L8, FCOS_F8L8_ZL])
 def test_integer_model_end_to_end_equals_the_exact_real_valued_model(config):
     """Run end to end (no teacher forcing), the integer model matches the fake-quantized model evaluated in float64
     with its exact grid weights: what remains is the 2^-31 error of the multipliers, not an accumulating error."""

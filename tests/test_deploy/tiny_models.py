@@ -8,6 +8,7 @@ from conftest import ROOT, build_cpu_model
 
 FCOS_F8L8 = 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py'
 RETINA_F8L8 = 'configs/aqd/retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py'
+FCOS_F8L8_ZL = 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8-zl_synth.py'
 FCOS_FP_ENDS = 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 
 

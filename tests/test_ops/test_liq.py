@@ -161,3 +161,37 @@ def test_interval_ends_take_the_branch_of_eq_6_7(dtype):
     # signed: v = 0 -> (2 round(1.5) - 3) / 3 - 0 = 1/3; +-1 -> sign(x); v = 0.5 -> (2 round(2.25) - 3) / 3 - 0.5
     expected = 1 / 3 * 1.0 + 2.0 - 3.0 + (1 / 3 - 0.5) * 4.0 + 1 / 3 * 5.0
     assert a.grad.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_zero_level_grid_by_hand():
+    """zero_level: alpha * j / m, m = 2^(k-1) - 1; at 2 bits the ternary grid {-a, 0, a}."""
+    a = torch.tensor(1.5, dtype=torch.float64)
+    x = torch.tensor([-2.0, -0.9, -0.7, 0.2, 0.74, 0.8, 1.7], dtype=torch.float64)
+    # v = x / 1.5 = [-1.33, -0.6, -0.47, 0.13, 0.49, 0.53, 1.13] -> round(clip(v)) = [-1, -1, 0, 0, 0, 1, 1]
+    assert liq_fake_quant(x, a, 2, True, True).tolist() == [-1.5, -1.5, -0.0, 0.0, 0.0, 1.5, 1.5]
+    levels = liq_fake_quant(torch.linspace(-2, 2, 4001, dtype=torch.float64), a, 4, True, True).unique()
+    assert levels.tolist() == pytest.approx([1.5 * j / 7 for j in range(-7, 8)], abs=1e-15)  # 15 levels, 0 included
+    # an unsigned grid already has its zero level: unchanged
+    xu = torch.rand(50, dtype=torch.float64) * 2
+    assert torch.equal(liq_fake_quant(xu, a, 3, False, True), liq_fake_quant(xu, a, 3, False))
+
+
+@pytest.mark.parametrize('bits', [2, 4])
+def test_zero_level_grads_follow_eq_6_7_with_its_levels(bits):
+    """d out / d x = 1 inside, d out / d alpha = level - v inside and sign(x) outside, per channel."""
+    m = 2 ** (bits - 1) - 1
+    x = torch.randn(3, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(bits)) * 1.5
+    alpha = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    xr = x.clone().requires_grad_(True)
+    g = torch.randn_like(x)
+    liq_fake_quant(xr, alpha, bits, True, True).backward(g)
+    v = x / alpha.detach()[:, None]
+    inside = v.abs() < 1
+    d_alpha = torch.where(inside, torch.round(v.clamp(-1, 1) * m) / m - v, torch.sign(x))
+    assert torch.equal(xr.grad, g * inside)
+    assert torch.allclose(alpha.grad, (g * d_alpha).sum(dim=1), rtol=1e-12, atol=1e-12)
+
+
+def test_zero_level_must_be_a_bool():
+    with pytest.raises(TypeError, match='zero_level'):
+        liq_fake_quant(torch.zeros(3), torch.tensor(1.0), 4, True, 'yes')

@@ -110,6 +110,22 @@ def test_liq_forward_is_the_op_on_normalized_weight_mapped_back():
     assert q.alpha.grad is not None
 
 
+def test_liq_zero_level_weight_grid_contains_zero_and_is_not_centred_on_the_mean():
+    w = randn(C, 3, 3, 3, seed=1, scale=0.05) + 0.01
+    q = LIQ(2, mode='weight', weight_norm=True, init='const', init_value=1.3, zero_level=True)
+    std = w.std() + 1e-5
+    # ternary grid 0, +-1.3 std around zero (a grid around the mean 0.01 would not hold 0)
+    assert torch.allclose(q(w), liq_fake_quant(w / std, torch.tensor(1.3), 2, True, True) * std, atol=1e-7)
+    assert sorted(torch.unique(q(w) / (1.3 * std)).round().tolist()) == [-1.0, 0.0, 1.0]
+    assert 'zero_level=True' in repr(q)
+    # an activation quantizer: signed data gets the zero-level grid, unsigned data the usual one
+    qa = LIQ(3, mode='act', signed=None, init='const', init_value=1.0, zero_level=True)
+    x = torch.linspace(-1, 1, 101)
+    assert torch.equal(qa(x), liq_fake_quant(x, torch.tensor(1.0), 3, True, True))
+    with pytest.raises(TypeError, match='zero_level'):
+        LIQ(4, mode='weight', zero_level=1)
+
+
 def test_liq_inits():
     x = randn(2, 8, 5, 5, seed=2).relu()
     q = LIQ(3, mode='act', init='max', init_scale=0.8)
