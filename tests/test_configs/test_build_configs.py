@@ -20,6 +20,9 @@ def test_configs_found():
 def test_config_builds(path, cpu_model_builder):
     cfg = Config.fromfile(path)
     assert cfg.custom_imports == dict(imports=['mmaqd'], allow_failed_imports=False)
+    # the first non-finite loss / gradient / weight / quantizer range stops the run (DivergenceGuardHook); a default
+    # hook, so that a config that sets its own custom_hooks keeps it
+    assert cfg.default_hooks.divergence_guard == dict(type='DivergenceGuardHook')
     model = cpu_model_builder(cfg)
     assert sum(p.numel() for p in model.parameters()) > 0
     # the AQD head design: every stacked head conv is followed by a BN, never GroupNorm

@@ -23,13 +23,19 @@ from .base import BaseQuantizer
 from .utils import resolve_mode, subsample, sync_mean_
 
 
+def nudged_range(lb: torch.Tensor, ub: torch.Tensor, bits: int, dtype: torch.dtype) -> tuple:
+    """(delta, z, lo, hi) of the range [lb, ub] widened to contain 0 and nudged so that 0 is the level z (3.6);
+    each shaped like lb / ub, in ``dtype``."""
+    q = 2 ** bits - 1
+    lb, ub = lb.to(dtype).clamp(max=0), ub.to(dtype).clamp(min=0)  # the range must contain 0
+    delta = ((ub - lb) / q).clamp_min(torch.finfo(dtype).tiny)
+    z = torch.round(-lb / delta).clamp(0, q)  # integer zero point
+    return delta, z, -z * delta, (q - z) * delta  # nudged range [lo, hi], 0 is exactly level z
+
+
 def affine_fake_quant(x: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor, bits: int) -> torch.Tensor:
     """Zero-point aligned asymmetric fake quant of x with range [lb, ub] (scalars or broadcastable)."""
-    q = 2 ** bits - 1
-    lb, ub = lb.to(x.dtype).clamp(max=0), ub.to(x.dtype).clamp(min=0)  # the range must contain 0
-    delta = ((ub - lb) / q).clamp_min(torch.finfo(x.dtype).tiny)
-    z = torch.round(-lb / delta).clamp(0, q)  # integer zero point
-    lo, hi = -z * delta, (q - z) * delta  # nudged range, 0 is exactly level z
+    delta, z, lo, hi = nudged_range(lb, ub, bits, x.dtype)
     xd = x.detach()
     xc = torch.maximum(torch.minimum(xd, hi), lo)  # clamp(x, lo, hi), same shape as x
     out = (torch.round((xc - lo) / delta) - z) * delta  # (x_I - z) * delta, eq. 2
@@ -49,6 +55,7 @@ class FQNAffine(BaseQuantizer):
     """
 
     MAX_SAMPLES = 1 << 20
+    range_names = ('lb', 'ub')  # activations only (weights take the min / max of each forward)
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None, percentile: float = 0.999):
@@ -126,6 +133,12 @@ class FQNAffine(BaseQuantizer):
         else:
             lb, ub = w.amin(), w.amax()  # (), ()
         return affine_fake_quant(x, lb, ub, self.bits)
+
+    def clip_bounds(self, x: torch.Tensor):
+        """The nudged calibrated range for activations; ``None`` for weights (their own min / max: no clipping)."""
+        if self.mode == 'weight':
+            return None
+        return nudged_range(self.lb, self.ub, self.bits, x.dtype)[2:]
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, percentile={self.percentile}'

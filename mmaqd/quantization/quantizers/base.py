@@ -8,8 +8,13 @@ the original scale, so that a quantized layer computes ``conv(Q_X(x), Q_W(w))``.
 State that a checkpoint must carry (learned ranges, step sizes, offsets, bases, calibration results, and
 whether data-driven initialisation has happened) is held in parameters or persistent buffers, so
 ``state_dict`` / ``load_state_dict`` and mmengine's resume carry it.
+
+For the training hooks each quantizer also names the tensors that set its range (``range_names``; those that must
+stay > 0 in ``positive_names``: :class:`~mmaqd.engine.hooks.DivergenceGuardHook` checks them) and says which
+input values it clips (:meth:`BaseQuantizer.clip_bounds`; :class:`~mmaqd.engine.hooks.QuantizerHealthHook` logs
+their share).
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -49,6 +54,10 @@ class BaseQuantizer(nn.Module):
 
     supports_per_channel = True   # subclasses that cannot be per-channel set False
     data_init = False             # subclasses whose ranges are initialised from data set True
+    #: attributes holding the learned or calibrated range (e.g. LIQ's ``alpha``); a ``None`` one is skipped
+    range_names: Tuple[str, ...] = ()
+    #: those of ``range_names`` that are an interval or step length, so must stay finite and > 0
+    positive_names: Tuple[str, ...] = ()
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None):
@@ -121,6 +130,12 @@ class BaseQuantizer(nn.Module):
     def init_from(self, x: torch.Tensor) -> None:
         """Initialise data-driven ranges from the first batch ``x``; only called when ``data_init``."""
         raise NotImplementedError
+
+    def clip_bounds(self, x: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(lo, hi)``, each broadcastable against ``x`` and on its scale: the input values outside [lo, hi] are
+        clipped to the end of the range. ``None`` for a quantizer that never clips (the default; e.g. a range
+        from the tensor's own min / max). Valid after a forward of ``x`` (signedness and range set)."""
+        return None
 
     def extra_repr(self) -> str:
         signed = {None: 'auto', True: 'signed', False: 'unsigned'}[self.signed]

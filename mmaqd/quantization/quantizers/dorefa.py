@@ -59,3 +59,10 @@ class DoReFa(BaseQuantizer):
         if self.signed:
             return 2 * quantize_unit((x.clamp(-1, 1) + 1) / 2, self.bits) - 1
         return quantize_unit(x.clamp(0, 1), self.bits)
+
+    def clip_bounds(self, x: torch.Tensor):
+        """[-1, 1] (signed) or [0, 1] for activations; ``None`` for weights (the tanh form never clips)."""
+        if self.mode == 'weight':
+            return None
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        return (-one if self.signed else torch.zeros_like(one)), one

@@ -16,6 +16,12 @@ grid. The authors' code returns the normalized weight and lets the following BN 
 without a BN after them (the FPN's, the prediction convs at 8 bits) would then compute a different function than
 the FP weights they are initialised from (measured: an 8-bit ``conv_reg`` without the mean gave a GIoU loss of
 0.96 instead of 0.28), so mmaqd normalizes for the quantizer only.
+
+``zero_level=True`` quantizes signed tensors onto the symmetric grid with an exact zero level (``alpha * j / m``,
+m = 2^(k-1) - 1; :func:`mmaqd.ops.liq_fake_quant`), the grid standard int8 runtimes represent exactly (ONNX
+QuantizeLinear with zero point 0). A weight normalization then only scales (``w / std``, no centring: a grid
+centred on the mean would not contain zero). One level fewer than the default grid: its accuracy cost is measured
+in ``configs/aqd/README.md``.
 """
 from typing import Optional
 
@@ -43,14 +49,17 @@ class LIQ(BaseQuantizer):
         init_value: alpha for ``init='const'`` (also the value before a data init).
         init_scale: the multiple of the max for ``init='max'``.
         eps: added to std in the weight normalization.
+        zero_level: signed grids with an exact zero level (see the module docstring); unsigned grids are unchanged.
     """
 
     data_init = True
     INITS = ('mse', 'max', 'const')
+    range_names = positive_names = ('alpha',)
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None, weight_norm: bool = False,
-                 init: str = 'mse', init_value: float = 1.0, init_scale: float = 0.8, eps: float = 1e-5):
+                 init: str = 'mse', init_value: float = 1.0, init_scale: float = 0.8, eps: float = 1e-5,
+                 zero_level: bool = False):
         mode = resolve_mode(mode, per_channel, weight_hint=weight_norm)
         if weight_norm and mode != 'weight':
             raise ValueError("weight_norm=True standardizes a weight; it needs mode='weight'")
@@ -58,8 +67,10 @@ class LIQ(BaseQuantizer):
             raise ValueError(f'init={init!r} is not supported; allowed: {self.INITS}')
         if init_value <= 0 or init_scale <= 0:
             raise ValueError(f'init_value and init_scale must be > 0, got {init_value}, {init_scale}')
+        if not isinstance(zero_level, bool):
+            raise TypeError(f'zero_level must be a bool, got {zero_level!r}')
         super().__init__(bits, signed, per_channel, num_channels, mode)
-        self.weight_norm, self.init = weight_norm, init
+        self.weight_norm, self.init, self.zero_level = weight_norm, init, zero_level
         self.init_scale, self.eps = float(init_scale), float(eps)
         self.alpha = nn.Parameter(torch.full(self.param_shape, float(init_value)))  # () or (C,)
         if init == 'const':
@@ -67,9 +78,10 @@ class LIQ(BaseQuantizer):
             self.initialized.fill_(True)
 
     def _stats(self, w: torch.Tensor):
-        """(std + eps, mean) of ``w``, detached: the weight normalization's scale and centre."""
+        """(std + eps, mean) of ``w``, detached: the weight normalization's scale and centre (0 on a zero-level
+        grid, which must contain 0)."""
         std, mean = torch.std_mean(w.detach())  # (), ()
-        return std + self.eps, mean
+        return std + self.eps, (torch.zeros_like(mean) if self.zero_level else mean)
 
     def normalize(self, w: torch.Tensor) -> torch.Tensor:
         """(w - mean) / (std + eps) with detached statistics when ``weight_norm``, else ``w`` itself."""
@@ -78,11 +90,14 @@ class LIQ(BaseQuantizer):
         scale, mean = self._stats(w)
         return (w - mean) / scale  # same shape as w
 
+    def _fake_quant(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        return liq_fake_quant(x, alpha, self.bits, self.signed, self.zero_level and bool(self.signed))
+
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.weight_norm:
-            return liq_fake_quant(x, self.alpha, self.bits, self.signed)
+            return self._fake_quant(x, self.alpha)
         scale, mean = self._stats(x)
-        out = liq_fake_quant((x - mean) / scale, self.alpha, self.bits, self.signed)
+        out = self._fake_quant((x - mean) / scale, self.alpha)
         return out * scale + mean  # back to the weight's scale and centre (detached): the grid stays uniform
 
     def init_from(self, x: torch.Tensor) -> None:
@@ -104,10 +119,20 @@ class LIQ(BaseQuantizer):
         for f in fracs.split(chunk):
             cand = (f[:, None] * m[None, :]).reshape(-1)  # (g * R,)
             xs = r.expand(f.numel(), -1, -1).reshape(-1, r.shape[1])  # (g * R, M)
-            out = liq_fake_quant(xs, cand, self.bits, self.signed)  # (g * R, M)
+            out = self._fake_quant(xs, cand)  # (g * R, M)
             errs.append((out - xs).pow(2).sum(dim=1).view(f.numel(), -1))  # (g, R)
         best = torch.cat(errs).argmin(dim=0)  # (R,), the first minimum
         return fracs[best] * m
 
+    def clip_bounds(self, x: torch.Tensor) -> tuple:
+        """[-alpha, alpha] (signed) or [0, alpha], mapped back through the weight normalization when it is on."""
+        a = self.broadcast(self.alpha.detach(), x)  # () or (C, 1, ..., 1)
+        lo = -a if self.signed else torch.zeros_like(a)
+        if not self.weight_norm:
+            return lo, a
+        scale, mean = self._stats(x)  # (), ()
+        return lo * scale + mean, a * scale + mean
+
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, weight_norm={self.weight_norm}, init={self.init}'
+        return (f'{super().extra_repr()}, weight_norm={self.weight_norm}, init={self.init}'
+                + (', zero_level=True' if self.zero_level else ''))

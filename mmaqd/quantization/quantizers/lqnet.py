@@ -107,5 +107,13 @@ class LQNet(BaseQuantizer):
             self._update(r, self._nearest(r, self.levels())[1], 1.0)
         sync_mean_(self.basis)
 
+    def clip_bounds(self, x: torch.Tensor) -> tuple:
+        """The lowest and highest level (per channel when ``per_channel``): values beyond them take the end level."""
+        levels = self.levels()  # (C or 1, L)
+        lo, hi = levels.amin(dim=1), levels.amax(dim=1)  # (C or 1,), (C or 1,)
+        if not self.per_channel:
+            return lo.reshape(()), hi.reshape(())
+        return self.broadcast(lo, x), self.broadcast(hi, x)  # (C, 1, ..., 1)
+
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, momentum={self.momentum}'

@@ -35,6 +35,7 @@ class LSQ(BaseQuantizer):
     """
 
     data_init = True
+    range_names = positive_names = ('step_size',)
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
@@ -67,6 +68,12 @@ class LSQ(BaseQuantizer):
         s = torch.where(s > 0, s, torch.ones_like(s))
         self.step_size.copy_(sync_mean_(per_row(s, self.per_channel)))
 
+    def clip_bounds(self, x: torch.Tensor) -> tuple:
+        """[-Q_N s, Q_P s]."""
+        qn, qp = self.qn_qp
+        s = self.broadcast(self.step_size.detach(), x)  # () or (C, 1, ..., 1)
+        return -qn * s, qp * s
+
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, grad_scale={self.grad_scale}'
 
@@ -77,6 +84,8 @@ class LSQPlus(LSQ):
 
     Args: as :class:`LSQ`. Activations (``mode='act'``) get the per-tensor parameter ``offset`` (beta).
     """
+
+    range_names = ('step_size', 'offset')
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
@@ -105,3 +114,11 @@ class LSQPlus(LSQ):
         s = torch.where(s > 0, s, torch.ones_like(s))
         self.step_size.copy_(sync_mean_(s))
         self.offset.copy_(sync_mean_(lo + qn * s))
+
+    def clip_bounds(self, x: torch.Tensor) -> tuple:
+        """[beta - Q_N s, beta + Q_P s] for activations, LSQ's range for weights."""
+        lo, hi = super().clip_bounds(x)
+        if self.offset is None:
+            return lo, hi
+        beta = self.offset.detach()  # ()
+        return lo + beta, hi + beta

@@ -33,6 +33,8 @@ class PACT(BaseQuantizer):
         init_value: initial alpha.
     """
 
+    range_names = positive_names = ('alpha',)  # None (skipped) for weights
+
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
                  num_channels: Optional[int] = None, mode: Optional[str] = None, init_value: float = 10.0):
         mode = resolve_mode(mode, per_channel)
@@ -54,3 +56,10 @@ class PACT(BaseQuantizer):
             y = torch.where(x >= a, a, x.clamp(min=0))  # clip(x, 0, a), same shape as x
         y_q = torch.round(y * n / a) * a / n
         return y_q.detach() + (y - y.detach())  # value exactly y_q; gradient of y (straight-through)
+
+    def clip_bounds(self, x: torch.Tensor):
+        """[-alpha, alpha] (signed) or [0, alpha]; ``None`` for weights (DoReFa's tanh form never clips)."""
+        if self.mode == 'weight':
+            return None
+        a = self.alpha.detach()  # ()
+        return (-a if self.signed else torch.zeros_like(a)), a
