@@ -1,10 +1,14 @@
 """Train a detector from an mmaqd (or any mmdet) config, with mmdet's command line.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--overwrite] [--amp] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--launcher pytorch]
 
 mmaqd configs import the plugin through ``custom_imports``, so mmdet's own ``tools/train.py`` (shipped in the
 package under ``mmdet/.mim/tools/``) trains them too; this copy exists for the multi-GPU scripts beside it.
+
+Unlike mmdet's, it refuses a work dir that holds checkpoints, ``last_checkpoint`` or a different config of the same
+name, which the run would overwrite or delete (:mod:`mmaqd.engine.work_dir_guard`), unless ``--resume`` continues
+that run or ``--overwrite`` says so. Timestamped log folders of earlier runs are no obstacle.
 """
 import argparse
 import os
@@ -13,6 +17,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from mmaqd.engine.work_dir_guard import check_work_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,6 +31,9 @@ def parse_args() -> argparse.Namespace:
                         help='scale the lr by (total batch size / auto_scale_lr.base_batch_size)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from this checkpoint, or, with no value, from the latest one in work-dir')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='train into a work dir that holds checkpoints or another config of the same name '
+                        '(they may be overwritten or deleted); refused without this flag or --resume')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. train_cfg.max_iters=100 model.backbone.depth=34')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -33,6 +42,19 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def guard_work_dir(cfg: Config, overwrite: bool) -> None:
+    """Exit naming the files of ``cfg.work_dir`` that the run would overwrite or delete, unless ``overwrite`` or
+    ``cfg.resume`` (:func:`mmaqd.engine.work_dir_guard.check_work_dir`)."""
+    if overwrite or cfg.get('resume'):
+        return
+    checkpoint_hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    try:
+        check_work_dir(cfg.work_dir, osp.basename(cfg.filename) if cfg.filename else None, cfg.pretty_text,
+                       checkpoint_hook.get('out_dir'))
+    except FileExistsError as e:
+        raise SystemExit(f'train.py: {e}') from None
 
 
 def main() -> None:
@@ -60,6 +82,7 @@ def main() -> None:
             raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint file')
         cfg.resume, cfg.load_from = True, args.resume
 
+    guard_work_dir(cfg, args.overwrite)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

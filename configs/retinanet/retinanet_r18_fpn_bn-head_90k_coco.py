@@ -3,7 +3,7 @@
 # Every quantized model of the paper is initialised from a checkpoint of this recipe.
 _base_ = [
     '../_base_/models/retinanet_r18_fpn_bn-head.py',
-    'mmdet::_base_/datasets/coco_detection.py',
+    '../_base_/datasets/coco_detection.py',
     '../_base_/schedules/schedule_90k.py',
     '../_base_/default_runtime.py',
 ]

@@ -14,6 +14,10 @@ mmaqd BN-head model needs no conversion: MultiLevelNorm loads it into every leve
 With ``--config`` the result is checked against that config's model: keys the model lacks or holds with
 another shape are dropped and printed; the model's keys left at initialisation are listed. The input file is
 never overwritten; an existing output is refused unless ``--force``.
+
+The head BNs of the result are not in the checkpoint, so load it with ``load_from_strict = False`` (or
+``--cfg-options load_from_strict=False``): mmaqd's configs otherwise stop at a checkpoint that leaves model keys
+unloaded (:mod:`mmaqd.engine.strict_load`).
 """
 import argparse
 import os
@@ -119,6 +123,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.save(out, tmp)
     os.replace(tmp, args.dst)
     print(f'wrote {args.dst}: {len(new)} keys kept, {len(dropped)} dropped')
+    if dropped or left:
+        print(f'the AQD model keys this checkpoint lacks start fresh; mmaqd refuses such a partial load unless the '
+              f'config allows it: train with --cfg-options load_from={args.dst} load_from_strict=False')
     return 0
 
 

@@ -1,6 +1,8 @@
 # The generated detection benchmark (mmaqd.datasets.synthetic_coco): 192x192 images, 6 shape classes.
 # Create it with `python tools/misc/generate_synthetic_coco.py` (the main job does it when it is missing).
-dataset_type = 'CocoDataset'
+# CheckedCocoDataset (mmaqd.datasets): mmdet's CocoDataset that names a broken annotation file and looks up every
+# image file before training starts (check_images=False turns that off).
+dataset_type = 'CheckedCocoDataset'
 data_root = 'data/synthetic_coco/'
 metainfo = dict(classes=('circle', 'square', 'triangle', 'cross', 'ring', 'star'))
 img_scale = (192, 192)
