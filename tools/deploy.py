@@ -18,6 +18,14 @@ model as it ran in training (where one-step float32 rounding differences propaga
 the float32 fake model and of the integer model on the whole test split (target: equal within 0.1). Missed
 targets are printed as MISSED; the results go to DIR/verify.json.
 An existing artefact in DIR is never overwritten unless ``--force``.
+
+``--format onnx`` also writes DIR/model.onnx (mmaqd.deploy.onnx_export: QuantizeLinear / DequantizeLinear around
+the convs, which ONNX Runtime fuses into integer QLinearConv / QLinearAdd kernels), DIR/onnx_model.py (an mmdet
+config whose detector runs it in ONNX Runtime) and DIR/onnx_report.json (per layer: exact or approximate, and
+how many convs ONNX Runtime's optimized graph runs as integer kernels). With ``--verify`` ONNX Runtime then runs
+beside the others: each op fed the exact reference's inputs, end to end against the integer network (values
+and head outputs, in steps), and its COCO AP decoded by mmdet. Models trained with ``zero_level=True`` export
+exactly; LIQ's default grid exports its weight offset approximately (reported).
 """
 import argparse
 import json
@@ -45,6 +53,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='its trained checkpoint')
     parser.add_argument('--out', required=True, help='artefact directory to write')
     parser.add_argument('--force', action='store_true', help='overwrite an existing artefact in --out')
+    parser.add_argument('--format', choices=['integer', 'onnx'], default='integer',
+                        help='integer: the integer artefact; onnx: also model.onnx for ONNX Runtime')
     parser.add_argument('--verify', action='store_true', help='compare integer and fake-quantized model')
     parser.add_argument('--num-images', type=int, default=16, help='images for the per-layer agreement')
     parser.add_argument('--no-ap', action='store_true', help='with --verify: skip the AP evaluation')
@@ -92,15 +102,19 @@ def build_trained_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     return model.eval()
 
 
-def artefact_config(cfg: Config, kind: str, source: dict) -> Config:
-    """The mmdet config of the integer model: the trained config's data and evaluation, the integer detector."""
+def artefact_config(cfg: Config, kind: str, source: dict, backend: str = 'integer') -> Config:
+    """The mmdet config of the integer model (``backend='onnx'``: of the ONNX model run by ONNX Runtime): the
+    trained config's data and evaluation, the deployed detector."""
     from mmaqd.deploy.artefact import GRAPH_NAME
     from mmaqd.deploy.detectors import detector_type, head_config
     out = Config(cfg.to_dict())
     model = cfg.model
-    out.model = dict(type=detector_type(kind), data_preprocessor=model.data_preprocessor.to_dict(),
-                     net=dict(graph='{{ fileDirname }}/' + GRAPH_NAME),
+    out.model = dict(type=detector_type(kind, backend), data_preprocessor=model.data_preprocessor.to_dict(),
                      bbox_head=head_config(model.bbox_head.to_dict(), kind), test_cfg=model.test_cfg.to_dict())
+    if backend == 'onnx':
+        out.model['onnx'] = '{{ fileDirname }}/model.onnx'
+    else:
+        out.model['net'] = dict(graph='{{ fileDirname }}/' + GRAPH_NAME)
     out.load_from = None
     out.resume = False
     out.custom_hooks = []
@@ -216,6 +230,104 @@ def verify_agreement(cfg: Config, model, det, num_images: int) -> dict:
     return result
 
 
+ONNX_NAME, ONNX_CONFIG_NAME, ONNX_REPORT_NAME = 'model.onnx', 'onnx_model.py', 'onnx_report.json'
+
+
+def export_onnx_files(args: argparse.Namespace, cfg: Config, conv) -> dict:
+    """Write model.onnx, its mmdet config and its report into ``args.out``; print and return the report."""
+    import onnx
+    from mmaqd.deploy.onnx_export import export_onnx
+    from mmaqd.deploy.onnx_runtime import kernel_counts, ort_session
+    start = time.time()
+    exported = export_onnx(conv)
+    path = osp.join(args.out, ONNX_NAME)
+    onnx.save(exported.model, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        ort_session(path, optimized_path=osp.join(tmp, 'optimized.onnx'))
+        kernels = kernel_counts(osp.join(tmp, 'optimized.onnx'))
+    source = dict(config=osp.abspath(args.config), checkpoint=osp.abspath(args.checkpoint))
+    onnx_cfg = artefact_config(cfg, conv.kind, source, backend='onnx')
+    onnx_cfg.dump(osp.join(args.out, ONNX_CONFIG_NAME))
+    approx = [r for r in exported.report if not r['exact']]
+    report = dict(layers=exported.report, summary=exported.summary(), kernels=kernels,
+                  bytes=os.path.getsize(path))
+    with open(osp.join(args.out, ONNX_REPORT_NAME), 'w') as f:
+        json.dump(report, f, indent=1)
+    log(f'{path}: {report["bytes"] / 1e6:.2f} MB in {time.time() - start:.1f} s; ONNX Runtime runs '
+        f'{kernels["integer"]} convs as integer kernels (QLinearConv) and {kernels["float"]} in float '
+        f'(prediction convs and any layer without an integer form); {kernels["ops"].get("QLinearAdd", 0)} '
+        'QLinearAdd')
+    if approx:
+        worst = max(approx, key=lambda r: r.get('weight_error_steps', 0))
+        log(f'{len(approx)} of {len(exported.report)} layers export approximately (LIQ\'s default grid: weight '
+            f'offset rounded), the largest weight error {worst["weight_error_steps"]:.3g} steps in {worst["layer"]}; '
+            'train with zero_level=True for an exact export')
+    else:
+        log('every layer exports exactly (up to float32 rounding in ONNX Runtime)')
+    return report
+
+
+def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
+    """ONNX Runtime beside the exact reference and the integer network on ``num_images`` test images."""
+    from collections import defaultdict
+    from mmengine.runner import Runner
+    from mmaqd.deploy.onnx_export import export_onnx
+    from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, onnx_agreement, ort_session,
+                                           output_units)
+    from mmaqd.deploy.verify import exact_reference, fake_values
+    from mmaqd.deploy.grids import act_grid
+    net = conv.network
+    teacher, probed = export_onnx(conv, probes='teacher'), export_onnx(conv, probes='outputs')
+    s_teacher, s_probed = ort_session(teacher.model), ort_session(probed.model)
+    loader_cfg = cfg.test_dataloader.copy()
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    exact = exact_reference(model)
+    steps = {}
+
+    def step_of(probe):
+        name = probe.rsplit('#', 1)[0]
+        if name not in steps:
+            steps[name] = 2 if act_grid(name, model.get_submodule(name)).odd else 1
+        return steps[name]
+    per_op, end_to_end, seen = None, None, 0
+    units = output_units(net)
+    out_steps, out_rel = defaultdict(float), defaultdict(float)
+    with torch.no_grad():
+        for batch in Runner.build_dataloader(loader_cfg):
+            x = model.data_preprocessor(batch, False)['inputs']
+            ref = fake_values(exact, net, x.double())
+            per_op = onnx_agreement(teacher, s_teacher, x, ref, per_op, step_of)
+            ints = net(x, keep=list(net.probes.values()))
+            int_values = {p: ints['_kept'][t] for p, t in net.probes.items()}
+            end_to_end = onnx_agreement(probed, s_probed, x, int_values, end_to_end, step_of)
+            ort_out = grouped_outputs(s_probed, head_outputs(s_probed, x))
+            for name, levels in net.dequantize(ints).items():
+                for lv, (ours, theirs) in enumerate(zip(levels, ort_out[name])):
+                    unit = units[name][lv]
+                    diff = (ours - theirs).abs()
+                    rel = float(diff.max()) / max(float(ours.abs().max()), 1e-12)
+                    if unit is not None:
+                        diff = diff / unit.view(1, -1, 1, 1).float()
+                    out_steps[name] = max(out_steps[name], float(diff.max()))
+                    out_rel[name] = max(out_rel[name], rel)
+            seen += x.shape[0]
+            if seen >= num_images:
+                break
+    result = dict(images=seen)
+    result['per_op'] = print_agreement(
+        f'ONNX Runtime vs the exact reference on {seen} images, each op fed the reference\'s values of its inputs '
+        '(ONNX Runtime\'s own arithmetic: float32 requantization, int32 bias):', per_op)
+    result['end_to_end_vs_integer'] = print_agreement(
+        'ONNX Runtime vs the integer network, both end to end (one-step differences propagate):', end_to_end)
+    print('\nhead outputs, ONNX Runtime vs the integer network, max |difference| in steps of the prediction '
+          'conv\'s integer product (s_x s_w):')
+    for name, d in out_steps.items():
+        print(f'  {name}: {d:.3g} steps ({out_rel[name]:.3g} of max |output|) -> target <= 1 step: '
+              f'{"met" if d <= 1 else "MISSED"}')
+    result['output_steps'], result['output_relative'] = dict(out_steps), dict(out_rel)
+    return result
+
+
 def evaluate(cfg: Config, checkpoint: str, work_dir: str) -> dict:
     """COCO AP (percent) of ``cfg``'s model with ``checkpoint`` on its test split, through mmengine's Runner."""
     from mmengine.runner import Runner
@@ -237,22 +349,34 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, FileExistsError, NotADirectoryError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    onnx_result = export_onnx_files(args, cfg, conv) if args.format == 'onnx' else None
     if not args.verify:
         return 0
     from mmaqd.deploy.artefact import CHECKPOINT_NAME
     det, int_cfg = load_artefact_detector(args.out)
     result = dict(sizes=sizes, float_islands=conv.float_islands)
     result['agreement'] = verify_agreement(cfg, model, det, args.num_images)
+    if onnx_result is not None:
+        onnx_result.update(verify_onnx(cfg, model, conv, args.num_images))
+        result['onnx'] = onnx_result
     if not args.no_ap:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # one folder: mmengine's visualizer outlives its runner
             fake_ap = evaluate(cfg, args.checkpoint, osp.join(tmp, 'fake'))
             int_ap = evaluate(int_cfg, osp.join(args.out, CHECKPOINT_NAME), osp.join(tmp, 'integer'))
+            if onnx_result is not None:
+                onnx_ap = evaluate(Config.fromfile(osp.join(args.out, ONNX_CONFIG_NAME)), None, osp.join(tmp, 'onnx'))
         gap = round(int_ap['AP'] - fake_ap['AP'], 2)
         ok = abs(gap) <= AP_TOLERANCE
         print('\nCOCO bbox AP on the test split:')
         print(f'  fake-quantized model: {fake_ap}\n  integer model:        {int_ap}')
         print(f'  integer - fake = {gap:+.2f} AP -> target |gap| <= {AP_TOLERANCE}: {"met" if ok else "MISSED"}')
         result.update(fake_ap=fake_ap, integer_ap=int_ap, ap_gap=gap, ap_target_met=ok)
+        if onnx_result is not None:
+            onnx_gap = round(onnx_ap['AP'] - int_ap['AP'], 2)
+            onnx_ok = abs(onnx_gap) <= AP_TOLERANCE
+            print(f'  ONNX Runtime:         {onnx_ap}\n  ONNX Runtime - integer = {onnx_gap:+.2f} AP -> target '
+                  f'|gap| <= {AP_TOLERANCE}: {"met" if onnx_ok else "MISSED"}')
+            onnx_result.update(ap=onnx_ap, ap_gap_to_integer=onnx_gap, ap_target_met=onnx_ok)
     with open(osp.join(args.out, 'verify.json'), 'w') as f:
         json.dump(result, f, indent=1)
     log(f'results in {osp.join(args.out, "verify.json")}')

@@ -13,8 +13,9 @@ trains again). A quantized stage starts from the ``final.pth`` of the stage it n
 tools/benchmark/accuracy.py uses the same stage names and work dir, so the two share finished stages.
 
 A stage whose config is integer-deployable (first and last layers at 8 bits, ``-f8l8``) is then converted by
-tools/deploy.py into ``<work-dir>/<stage>/integer/`` (an mmdet config + integer checkpoint) and verified: the
-agreement of the integer and fake-quantized models per quantizer, and the AP of both (``--no-deploy`` skips it).
+tools/deploy.py into ``<work-dir>/<stage>/integer/`` (an mmdet config + integer checkpoint, and the QDQ ONNX model)
+and verified: the agreement of the integer and fake-quantized models per quantizer, and the AP of both and of
+ONNX Runtime (``--no-deploy`` skips it).
 """
 import argparse
 import json
@@ -105,7 +106,8 @@ def deploy_stages(rows: List[dict], args) -> List[dict]:
         out = osp.join(args.work_dir, row['stage'], 'integer')
         ckpt = osp.join(args.work_dir, row['stage'], 'final.pth')
         log(f'stage {row["stage"]}: converting {ckpt} to an integer model in {out}')
-        argv = [row['config'], ckpt, '--out', out, '--force', '--verify', '--num-images', str(args.num_images),
+        argv = [row['config'], ckpt, '--out', out, '--force', '--format', 'onnx', '--verify', '--num-images',
+                str(args.num_images),
                 '--cfg-options', f'test_dataloader.dataset.data_root={args.data_root.rstrip("/")}/',
                 f'test_evaluator.ann_file={args.data_root.rstrip("/")}/annotations/instances_val.json']
         if deploy.main(argv) != 0:
@@ -119,10 +121,14 @@ def deploy_stages(rows: List[dict], args) -> List[dict]:
 
 
 def deploy_table(deployed: List[dict]) -> str:
-    header = ['stage', 'FP AP', 'fake-quant AP', 'integer AP', 'equal %, lowest layer (exact ref.)',
-              'equal %, lowest layer (per op)', 'equal %, lowest layer (float32 ref.)', 'integer model (MB)',
-              'FP32 weights (MB)']
+    header = ['stage', 'FP AP', 'fake-quant AP', 'integer AP', 'ONNX Runtime AP', 'ONNX integer convs',
+              'equal %, lowest layer (exact ref.)', 'equal %, lowest layer (per op)',
+              'equal %, lowest layer (float32 ref.)', 'integer model (MB)', 'FP32 weights (MB)']
     return markdown_table(header, [[d['stage'], d['fp_ap'], d['fake_ap']['AP'], d['integer_ap']['AP'],
+                                    d['onnx']['ap']['AP'] if 'onnx' in d else '-',
+                                    (f"{d['onnx']['kernels']['integer']} of "
+                                     f"{d['onnx']['kernels']['integer'] + d['onnx']['kernels']['float']}")
+                                    if 'onnx' in d else '-',
                                     f"{d['agreement']['end_to_end_exact']['lowest_equal_pct']:.3f}",
                                     f"{d['agreement']['per_op']['lowest_equal_pct']:.3f}",
                                     f"{d['agreement']['end_to_end_float32']['lowest_equal_pct']:.3f}",

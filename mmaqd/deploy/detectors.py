@@ -4,9 +4,11 @@
 without layers (``IntegerFCOSHead`` / ``IntegerRetinaHead``) that only post-processes: the network maps the
 normalized image to the prediction convs' outputs in integers (AQD, arXiv 2007.06919: the whole detector in
 fixed point), they are dequantized, and box decoding and NMS stay mmdet's own (``predict_by_feat``), as for a
-float model. Inference only: ``loss`` raises.
+float model. ``OnnxFCOS`` / ``OnnxRetinaNet`` do the same with the exported ONNX model run by ONNX Runtime.
+Inference only: ``loss`` raises.
 """
 import os.path as osp
+from abc import abstractmethod
 from typing import List, Tuple
 
 from mmdet.models.dense_heads import FCOSHead, RetinaHead
@@ -17,33 +19,26 @@ from torch import Tensor
 from .artefact import read_graph
 from .network import IntegerNetwork
 
-__all__ = ['IntegerFCOS', 'IntegerRetinaNet', 'IntegerFCOSHead', 'IntegerRetinaHead']
+__all__ = ['IntegerFCOS', 'IntegerRetinaNet', 'OnnxFCOS', 'OnnxRetinaNet', 'IntegerFCOSHead', 'IntegerRetinaHead']
 
 
-class _IntegerDetector(BaseDetector):
-    """A detector whose features and head convs are an :class:`IntegerNetwork`.
+class _DeployedDetector(BaseDetector):
+    """A detector whose features and head convs run elsewhere (``raw_outputs``); mmdet's head post-processes.
 
     Args:
-        net: the network spec (``IntegerNetwork``'s arguments), or ``dict(graph=PATH)`` naming an artefact's
-            ``graph.json`` that holds it.
         bbox_head: the integer head config (the trained head's arguments, type ``Integer*Head``).
     """
 
-    def __init__(self, net: dict, bbox_head: dict, data_preprocessor=None, train_cfg=None, test_cfg=None,
-                 init_cfg=None):
+    def __init__(self, bbox_head: dict, data_preprocessor=None, train_cfg=None, test_cfg=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        if set(net) == {'graph'}:  # dict(graph=DIR/graph.json): the spec lives in the artefact's graph file
-            net = read_graph(osp.dirname(net['graph']) or '.')['spec']
-        self.net = IntegerNetwork(**net)
         bbox_head = dict(bbox_head)
         bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg)
         self.bbox_head = MODELS.build(bbox_head)
         self.test_cfg = test_cfg
 
+    @abstractmethod
     def raw_outputs(self, batch_inputs: Tensor) -> Tuple[List[Tensor], ...]:
-        """The prediction convs' real outputs per head output and level, computed by the integer network."""
-        real = self.net.dequantize(self.net(batch_inputs))
-        return tuple(real[name] for name in self.net.output_names)
+        """The prediction convs' real outputs per head output and level."""
 
     def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
         return self.bbox_head(self.raw_outputs(batch_inputs))
@@ -59,8 +54,52 @@ class _IntegerDetector(BaseDetector):
                            'quantized config (QFCOS / QRetinaNet) and convert it with tools/deploy.py')
 
     def extract_feat(self, batch_inputs):
-        raise RuntimeError(f'{type(self).__name__} computes features and head convs in one integer network; use '
+        raise RuntimeError(f'{type(self).__name__} computes features and head convs in one network; use '
                            'raw_outputs()')
+
+
+class _IntegerDetector(_DeployedDetector):
+    """A detector whose features and head convs are an :class:`IntegerNetwork`.
+
+    Args:
+        net: the network spec (``IntegerNetwork``'s arguments), or ``dict(graph=PATH)`` naming an artefact's
+            ``graph.json`` that holds it.
+        bbox_head: the integer head config (the trained head's arguments, type ``Integer*Head``).
+    """
+
+    def __init__(self, net: dict, bbox_head: dict, **kwargs):
+        super().__init__(bbox_head, **kwargs)
+        if set(net) == {'graph'}:  # dict(graph=DIR/graph.json): the spec lives in the artefact's graph file
+            net = read_graph(osp.dirname(net['graph']) or '.')['spec']
+        self.net = IntegerNetwork(**net)
+
+    def raw_outputs(self, batch_inputs: Tensor) -> Tuple[List[Tensor], ...]:
+        """The prediction convs' real outputs per head output and level, computed by the integer network."""
+        real = self.net.dequantize(self.net(batch_inputs))
+        return tuple(real[name] for name in self.net.output_names)
+
+
+class _OnnxDetector(_DeployedDetector):
+    """A detector whose features and head convs are an exported ONNX model run by ONNX Runtime (CPU).
+
+    Args:
+        onnx: the path of ``model.onnx`` (:func:`mmaqd.deploy.onnx_export.export_onnx`).
+        threads: ONNX Runtime's intra-op threads (None: its default).
+        bbox_head: the integer head config (the trained head's arguments, type ``Integer*Head``).
+    """
+
+    def __init__(self, onnx: str, bbox_head: dict, threads: int = None, **kwargs):
+        super().__init__(bbox_head, **kwargs)
+        from .onnx_runtime import ort_session
+        if not osp.isfile(onnx):
+            raise FileNotFoundError(f'ONNX model {onnx} does not exist; export it with tools/deploy.py --format onnx')
+        self.onnx_path = onnx
+        self.session = ort_session(onnx, threads)
+
+    def raw_outputs(self, batch_inputs: Tensor) -> Tuple[List[Tensor], ...]:
+        from .onnx_runtime import grouped_outputs, head_outputs
+        grouped = grouped_outputs(self.session, head_outputs(self.session, batch_inputs))
+        return tuple(grouped.values())
 
 
 @MODELS.register_module()
@@ -71,6 +110,16 @@ class IntegerFCOS(_IntegerDetector):
 @MODELS.register_module()
 class IntegerRetinaNet(_IntegerDetector):
     """A RetinaNet integer artefact (see the module docstring)."""
+
+
+@MODELS.register_module()
+class OnnxFCOS(_OnnxDetector):
+    """An FCOS exported to ONNX, run by ONNX Runtime (see :class:`_OnnxDetector`)."""
+
+
+@MODELS.register_module()
+class OnnxRetinaNet(_OnnxDetector):
+    """A RetinaNet exported to ONNX, run by ONNX Runtime (see :class:`_OnnxDetector`)."""
 
 
 @MODELS.register_module()
@@ -120,6 +169,8 @@ def head_config(bbox_head: dict, kind: str) -> dict:
     return cfg
 
 
-def detector_type(kind: str) -> str:
-    return {'fcos': 'IntegerFCOS', 'retinanet': 'IntegerRetinaNet'}[kind]
+def detector_type(kind: str, backend: str = 'integer') -> str:
+    """The registered detector type of an artefact: ``kind`` 'fcos' / 'retinanet', ``backend`` 'integer' / 'onnx'."""
+    return {'integer': {'fcos': 'IntegerFCOS', 'retinanet': 'IntegerRetinaNet'},
+            'onnx': {'fcos': 'OnnxFCOS', 'retinanet': 'OnnxRetinaNet'}}[backend][kind]
 

@@ -202,7 +202,7 @@ class _Builder:
         a, c = a.numpy(), c.numpy()
         b = real['bias'].numpy()
         mult = float(real['mults'].get(level, 1.0))
-        outs = []
+        outs, bias_err = [], 0.0
         for j, (kind, grid, relu) in enumerate(real['outputs']):
             hint = f'{name}.{j}@{level}'
             if kind == 'acc':
@@ -222,6 +222,8 @@ class _Builder:
             b_int = np.round(bias / acc_scale.astype(np.float64))
             if np.abs(b_int).max() >= 2 ** 31:
                 raise ValueError(f'{name}: the bias does not fit int32 in units of s_x * s_w')
+            if kind == 'int':  # the bias' rounding, at most half an accumulator unit, in output steps
+                bias_err = max(bias_err, float(0.5 * acc_scale.max() / grid.scale))
             bq = self.node('DequantizeLinear', [self.const(b_int.astype(np.int32), 'b'), self.const(acc_scale, 'b_scale'),
                                                 self.const(np.zeros(len(scale), np.int32), 'b_zp')], hint + '_b', axis=0)
             z = self.node('Conv', [x, wq, bq], hint + '_conv', strides=spec['stride'], pads=spec['padding'] * 2,
@@ -232,7 +234,7 @@ class _Builder:
                 outs.append((z, None))
             else:
                 outs.append((self.node('Relu', [z]) if relu else z, None))
-        self.record(name, 'conv', w_err == 0, weight_error_steps=w_err,
+        self.record(name, 'conv', w_err == 0, weight_error_steps=w_err, bias_error_steps=bias_err,
                     weight_bits=real['w_grid'].bits, zero_level=real['w_grid'].zero_level)
         return outs
 

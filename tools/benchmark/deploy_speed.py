@@ -1,20 +1,25 @@
-"""End-to-end speed of the integer detector (an artefact of tools/deploy.py) against the FP32 detector in mmdet.
+"""End-to-end speed of the integer detector (an artefact of tools/deploy.py) against the FP32 detector in mmdet,
+the FP32 detector exported to ONNX and run by ONNX Runtime, and the quantized detector's QDQ ONNX export
+(``tools/deploy.py --format onnx``) run by ONNX Runtime's integer kernels.
 
     python tools/benchmark/deploy_speed.py                 # the artefacts and checkpoints `make demo` writes
     python tools/benchmark/deploy_speed.py --artefact work_dirs/pipeline/aqd-w2a2-f8l8/integer --threads 1
 
-Both run batch 1 on the same test images with the same thread count: mmdet's data preprocessor (normalization,
+All run batch 1 on the same test images with the same thread count: mmdet's data preprocessor (normalization,
 padding), the network (FP32: backbone, FPN and head convs in float; integer: the IntegerNetwork from the quantized
-image to the prediction convs' int32 accumulators, their dequantization and the head's post-conv step) and the
-box decoding + NMS (``predict_by_feat``). Prints the median milliseconds per image of each part and of the whole,
-the ratio FP32 / integer, the compiled-ops path in use and the machine; target at 4 bits: whole >= 2x (a missed
-target is printed as MISSED).
+image to the prediction convs' int32 accumulators, their dequantization and the head's post-conv step; ONNX: one
+ONNX Runtime session, CPU execution provider, all graph optimizations) and the box decoding + NMS
+(``predict_by_feat``). Prints the median milliseconds per image of each part and of the whole, each baseline's time
+over the integer detector's (the best baseline named), the compiled-ops path in use and the machine; target at 4
+bits: whole >= 2x the FP32 detector (a missed target is printed as MISSED). The ONNX rows need onnxruntime
+(requirements/deploy.txt) and are skipped, with a line saying so, when the artefact has no model.onnx.
 """
 import argparse
 import os.path as osp
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from typing import Dict, List
 
@@ -32,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--fp-checkpoint', default='work_dirs/pipeline/fp/final.pth')
     p.add_argument('--num-images', type=int, default=30)
     p.add_argument('--threads', nargs='+', type=int, default=[1, 2])
+    p.add_argument('--onnx', default=None, help='the QDQ model (default: ARTEFACT/model.onnx when it exists)')
     args = p.parse_args(argv)
     for path in (args.artefact, args.fp_config, args.fp_checkpoint):
         if not osp.exists(path):
@@ -61,6 +67,37 @@ def time_parts(model, batches: List[dict], integer: bool) -> Dict[str, float]:
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
+class _OnnxFP32:
+    """The FP32 detector's convs exported to ONNX (torch's exporter) in ONNX Runtime, with the FP32 detector's own
+    pre- and post-processing: the ``model`` interface :func:`time_parts` times."""
+
+    def __init__(self, fp_model, threads: int, path: str):
+        from mmaqd.deploy.onnx_runtime import ort_session
+        self.data_preprocessor, self.bbox_head = fp_model.data_preprocessor, fp_model.bbox_head
+        self.session = ort_session(path, threads)
+        self.groups = len(fp_model.bbox_head.prior_generator.strides)
+
+    def _forward(self, x):
+        outs = [torch.from_numpy(o) for o in self.session.run(None, {'image': x.numpy()})]
+        return tuple(outs[i:i + self.groups] for i in range(0, len(outs), self.groups))
+
+
+def export_fp32(fp_model, path: str) -> None:
+    """The FP32 detector's ``forward(mode='tensor')`` as ONNX (opset 17, dynamic batch and size)."""
+
+    class Flat(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return tuple(t for group in self.model(x, mode='tensor') for t in group)
+
+    x = torch.randn(1, 3, 320, 320)
+    torch.onnx.export(Flat(fp_model).eval(), (x,), path, dynamo=False, opset_version=17, input_names=['image'],
+                      dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}})
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from deploy import build_trained_model, load_artefact_detector, load_config  # tools/deploy.py
@@ -85,26 +122,52 @@ def main(argv=None) -> int:
           f'{torch.backends.cpu.get_cpu_capability()}; mmaqd ops: {active_path()}')
     print(f'integer artefact {args.artefact} (weight bits {bits}, kind {graph["kind"]}) vs FP32 {args.fp_config}; '
           f'{len(batches) - 1} images, batch 1, median ms per image\n')
-    print('| threads | model | preprocess | network | postprocess | whole |')
-    print('|---|---|---|---|---|---|')
+    qdq = args.onnx or osp.join(args.artefact, 'model.onnx')
+    onnx_ok = osp.isfile(qdq)
+    if onnx_ok:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            onnx_ok = False
+    if not onnx_ok:
+        print(f'ONNX rows skipped: no {qdq} (tools/deploy.py --format onnx) or no onnxruntime '
+              '(pip install -r requirements/deploy.txt)\n')
+    tmp = tempfile.TemporaryDirectory()
+    if onnx_ok:
+        from mmengine.config import Config
+        from mmengine.registry import init_default_scope
+        from mmdet.registry import MODELS
+        fp_onnx = osp.join(tmp.name, 'fp32.onnx')
+        export_fp32(fp_model, fp_onnx)
+        onnx_cfg = Config.fromfile(osp.join(osp.dirname(qdq), 'onnx_model.py'))
+        onnx_cfg.model.onnx = qdq
+        init_default_scope('mmdet')
+    parts = ('preprocess', 'network', 'postprocess', 'whole')
+    print('| threads | model | preprocess | network | postprocess | whole | whole / integer |')
+    print('|---|---|---|---|---|---|---|')
     verdicts = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        fp = time_parts(fp_model, batches, False)
-        it = time_parts(int_det, batches, True)
-        for name, t in (('FP32 (mmdet)', fp), ('integer (mmaqd)', it)):
-            print(f'| {threads} | {name} | ' + ' | '.join(f'{1e3 * t[k]:.1f}' for k in
-                                                         ('preprocess', 'network', 'postprocess', 'whole')) + ' |')
-        print(f'| {threads} | FP32 / integer | ' + ' | '.join(f'{fp[k] / it[k]:.2f}x' for k in
-                                                            ('preprocess', 'network', 'postprocess', 'whole')) + ' |')
-        verdicts.append((threads, fp['whole'] / it['whole']))
+        times = {'FP32 (mmdet, PyTorch)': time_parts(fp_model, batches, False)}
+        if onnx_ok:
+            times['FP32 (ONNX Runtime)'] = time_parts(_OnnxFP32(fp_model, threads, fp_onnx), batches, False)
+            onnx_cfg.model.threads = threads
+            times['QDQ int8 (ONNX Runtime)'] = time_parts(MODELS.build(onnx_cfg.model).eval(), batches, True)
+        it = times['integer (mmaqd)'] = time_parts(int_det, batches, True)
+        for name, t in times.items():
+            print(f'| {threads} | {name} | ' + ' | '.join(f'{1e3 * t[k]:.1f}' for k in parts)
+                  + f' | {t["whole"] / it["whole"]:.2f}x |')
+        best = min((n for n in times if n != 'integer (mmaqd)'), key=lambda n: times[n]['whole'])
+        verdicts.append((threads, times['FP32 (mmdet, PyTorch)']['whole'] / it['whole'], best,
+                         times[best]['whole'] / it['whole']))
     print()
     four_bit = max(bits) <= 8 and 4 in bits
-    for threads, ratio in verdicts:
+    for threads, ratio, best, best_ratio in verdicts:
         line = f'{threads} thread(s): integer detector {ratio:.2f}x the FP32 detector'
         if four_bit:
             line += f' (target at 4 bits >= {TARGET}x: {"met" if ratio >= TARGET else "MISSED"})'
-        print(line)
+        print(line + f'; the fastest baseline, {best}, takes {best_ratio:.2f}x the integer detector\'s time')
+    tmp.cleanup()
     return 0
 
 

@@ -33,7 +33,7 @@ if ! has "import mmdet; assert mmdet.__version__ == '3.3.0'"; then
     $PIP install "mmdet==3.3.0"
 fi
 # after mmcv's build: torch wants setuptools>=77.0.3 and mmengine still imports pkg_resources (gone in 81)
-$PIP install -r requirements/runtime.txt -r requirements/tests.txt
+$PIP install -r requirements/runtime.txt -r requirements/tests.txt -r requirements/deploy.txt
 if ! has "import mmaqd" || [ setup.py -nt "$VENV/.mmaqd-installed" ] || \
    [ -n "$(find mmaqd/ops/csrc -newer "$VENV/.mmaqd-installed" -type f 2>/dev/null | head -1)" ]; then
     echo "[setup] installing mmaqd (editable; builds its compiled ops unless MMAQD_WITH_OPS=0)"
