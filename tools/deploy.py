@@ -55,6 +55,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--force', action='store_true', help='overwrite an existing artefact in --out')
     parser.add_argument('--format', choices=['integer', 'onnx'], default='integer',
                         help='integer: the integer artefact; onnx: also model.onnx for ONNX Runtime')
+    parser.add_argument('--onnx-int4', action='store_true',
+                        help='with --format onnx: 2-4-bit zero-level weights as INT4 initializers (smaller; ONNX '
+                        'Runtime\'s CPU provider then runs those convs in float)')
     parser.add_argument('--verify', action='store_true', help='compare integer and fake-quantized model')
     parser.add_argument('--num-images', type=int, default=16, help='images for the per-layer agreement')
     parser.add_argument('--no-ap', action='store_true', help='with --verify: skip the AP evaluation')
@@ -239,7 +242,7 @@ def export_onnx_files(args: argparse.Namespace, cfg: Config, conv) -> dict:
     from mmaqd.deploy.onnx_export import export_onnx
     from mmaqd.deploy.onnx_runtime import kernel_counts, ort_session
     start = time.time()
-    exported = export_onnx(conv)
+    exported = export_onnx(conv, int4_weights=args.onnx_int4)
     path = osp.join(args.out, ONNX_NAME)
     onnx.save(exported.model, path)
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,7 +18,8 @@ PyTorch is installed. It is built from a JSON-able spec (``layers`` and ``nodes`
 * float islands (``float_conv``, ``dequant``, ``relu``) where a layer was trained in full precision.
 
 Integer values on a signed LIQ grid are the odd ``2c - q``, on a zero-level signed grid ``j`` in -m..m and codes
-``c`` on an unsigned grid, so zero padding is exact. ``forward`` returns, per head output and FPN level, int32 accumulators (or floats for a float island);
+``c`` on an unsigned grid, so zero padding is exact. ``forward`` returns, per head output and FPN level, int32
+accumulators (or floats for a float island);
 :meth:`IntegerNetwork.dequantize` turns them into the prediction convs' real outputs.
 """
 from typing import Dict, List, Optional, Sequence

@@ -130,6 +130,23 @@ def test_weights_are_exact_on_zero_level_grids_and_rounded_on_the_default_grid()
     assert float(((got - real).abs() / (2 * g.scale.view(-1, 1))).max()) == pytest.approx(err, rel=1e-9)
 
 
+def test_int4_weights_are_exact_but_leave_onnx_runtime_in_float(tmp_path):
+    """INT4 initializers hold the 4-bit zero-level weights exactly (each op still within a step of the exact
+    reference); ONNX Runtime's CPU provider reads them but fuses only the 8-bit layers into integer kernels."""
+    import onnx
+    model, x, conv = _converted(FCOS_F8L8_ZL)
+    exported = export_onnx(conv, probes='teacher', int4_weights=True)
+    int4 = [t for t in exported.model.graph.initializer if t.data_type == onnx.TensorProto.INT4 and len(t.dims) == 4]
+    int8 = [t for t in exported.model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int4) >= 30 and len(int8) <= 4  # the 36 4-bit convs (identical arrays shared) vs the 4 8-bit ones
+    ref = fake_values(exact_reference(model), conv.network, x.double())
+    optimized = str(tmp_path / 'opt.onnx')
+    rows, _ = summarize(onnx_agreement(exported, ort_session(exported.model, optimized_path=optimized), x, ref,
+                                       step_of=_step_of(model)))
+    assert all(within == 100.0 for _, _, _, within, _ in rows)
+    assert kernel_counts(optimized)['integer'] < 10
+
+
 def test_probes_mode_is_validated():
     _, _, conv = _converted(FCOS_F8L8_ZL)
     with pytest.raises(ValueError, match="probes='all'.*allowed"):
