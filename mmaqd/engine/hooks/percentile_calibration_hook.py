@@ -24,7 +24,7 @@ from torch import nn
 from mmaqd.quantization.mode import quantizers
 from mmaqd.quantization.quantizers.base import BaseQuantizer
 
-from .utils import check_run_args, run_batches, training_batches, unwrap_model
+from .utils import check_run_args, draw_batches, replay_drawn, unwrap_model
 
 
 def calibration_targets(model: nn.Module) -> Dict[str, BaseQuantizer]:
@@ -58,12 +58,15 @@ class PercentileCalibrationHook(Hook):
         model = unwrap_model(runner.model)
         targets = calibration_targets(model)
         if not targets:
+            dropped = replay_drawn(runner)
             runner.logger.info('PercentileCalibrationHook: no quantizer needs calibration (all calibrated: '
-                               'resumed or loaded from a calibrated checkpoint); skipping')
+                               'resumed or loaded from a calibrated checkpoint); skipping'
+                               + (f'; resumed: skipped the {dropped} batch(es) hooks drew before the first step'
+                                  if dropped else ''))
             return
         for q in targets.values():
             q.start_calibration()
-        ran = run_batches(model, training_batches(runner), self.num_batches, self.forward_mode)
+        ran = draw_batches(runner, self.num_batches, self.forward_mode)
         failed: List[str] = []
         for name, q in targets.items():
             try:

@@ -10,7 +10,9 @@ batches only reach quantizers the first did not.
 
 A fine-tune from a full-precision checkpoint has uninitialised quantizers (their state is absent from the
 checkpoint); a resumed run, or one loaded from a quantized checkpoint, has them initialised (the ``initialized``
-buffer is in the checkpoint) and the hook does nothing. Usage::
+buffer is in the checkpoint) and the hook does nothing, except that a resumed run drops the batches the original
+run's hooks drew (:func:`~.utils.replay_drawn`), so that it trains on the same batches as an uninterrupted run.
+Usage::
 
     custom_hooks = [dict(type='QuantizerInitHook', num_batches=1)]
 """
@@ -23,7 +25,7 @@ from torch import nn
 from mmaqd.quantization.mode import quantizers
 from mmaqd.quantization.quantizers.base import BaseQuantizer
 
-from .utils import check_run_args, run_batches, training_batches, unwrap_model
+from .utils import check_run_args, draw_batches, replay_drawn, unwrap_model
 
 
 def pending_quantizers(model: nn.Module) -> Dict[str, BaseQuantizer]:
@@ -56,10 +58,13 @@ class QuantizerInitHook(Hook):
         model = unwrap_model(runner.model)
         pending = pending_quantizers(model)
         if not pending:
+            dropped = replay_drawn(runner)
             runner.logger.info('QuantizerInitHook: every data-init quantizer is already initialised (resumed, '
-                               'loaded from a quantized checkpoint or set up by an earlier hook); nothing to do')
+                               'loaded from a quantized checkpoint or set up by an earlier hook); nothing to do'
+                               + (f'; resumed: skipped the {dropped} batch(es) hooks drew before the first step'
+                                  if dropped else ''))
             return
-        ran = run_batches(model, training_batches(runner), self.num_batches, self.forward_mode)
+        ran = draw_batches(runner, self.num_batches, self.forward_mode)
         left: List[str] = [name for name, q in pending.items() if not bool(q.initialized)]
         runner.logger.info(f'QuantizerInitHook: initialised {len(pending) - len(left)} of {len(pending)} '
                            f'uninitialised quantizers from {ran} training batch(es) before the first step')

@@ -1,5 +1,7 @@
 """What mmaqd's hooks share: the bare model behind a DDP wrapper, and a few training batches run through it
-without gradients and without touching BN statistics.
+without gradients and without touching BN statistics (:func:`draw_batches`), drawn from the training loop's own
+data in a way that a resumed run replays (:func:`replay_drawn`), so that it trains on the same batches as the
+uninterrupted run.
 
 :class:`~mmaqd.engine.hooks.QuantizerInitHook` (data-driven quantizer init before the first optimizer step,
 METHOD.md "alpha initialization") and :class:`~mmaqd.engine.hooks.PercentileCalibrationHook` (FQN's calibration
@@ -70,3 +72,34 @@ def run_batches(model: nn.Module, dataloader: Iterable, num_batches: int, forwar
         for module, was_training in modes:
             module.training = was_training
     return done
+
+
+#: message-hub key (saved in checkpoints with the hub's runtime info) counting the training batches that hooks drew
+#: from the training loop's iterator before the first step
+DRAWN_KEY = 'mmaqd/batches_drawn'
+
+
+def draw_batches(runner, num_batches: int, forward_mode: str = 'tensor') -> int:
+    """:func:`run_batches` on the training loop's data (:func:`training_batches`), counting the batches drawn in
+    the message hub (``DRAWN_KEY``) so that a run resumed from a later checkpoint skips them too. Returns how many
+    ran."""
+    ran = run_batches(unwrap_model(runner.model), training_batches(runner), num_batches, forward_mode)
+    hub = runner.message_hub
+    hub.update_info(DRAWN_KEY, int(hub.get_info(DRAWN_KEY, 0) or 0) + ran)
+    return ran
+
+
+def replay_drawn(runner) -> int:
+    """In a resumed iteration-based run (``runner.iter > 0``), draw and drop, once, the batches that hooks drew
+    before the first step of the original run (``DRAWN_KEY`` of the resumed message hub). mmengine then skips the
+    ``runner.iter`` batches already trained on, and the next batch is the one the uninterrupted run trained on
+    next. Returns how many were dropped (0 when not resumed, already replayed, or epoch-based)."""
+    loop = runner.train_loop
+    iterator = getattr(loop, 'dataloader_iterator', None)
+    if runner.iter == 0 or iterator is None or getattr(loop, '_mmaqd_replayed', False):
+        return 0
+    loop._mmaqd_replayed = True
+    n = int(runner.message_hub.get_info(DRAWN_KEY, 0) or 0)
+    for _ in range(n):
+        next(iterator)
+    return n
