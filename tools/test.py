@@ -2,6 +2,8 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
                                            [--cfg-options k=v ...] [--launcher pytorch]
+
+``--launcher pytorch`` (tools/dist_test.sh) also runs on CPU processes, with gloo (:mod:`mmaqd.engine.distributed`).
 """
 import argparse
 import os
@@ -10,6 +12,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from mmaqd.engine.distributed import init_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +50,7 @@ def main() -> None:
     if args.show_dir:
         cfg.default_hooks.visualization.update(draw=True, show=False, test_out_dir=args.show_dir)
 
+    init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out is not None:
         from mmdet.evaluation import DumpDetResults

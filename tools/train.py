@@ -9,6 +9,9 @@ package under ``mmdet/.mim/tools/``) trains them too; this copy exists for the m
 Unlike mmdet's, it refuses a work dir that holds checkpoints, ``last_checkpoint`` or a different config of the same
 name, which the run would overwrite or delete (:mod:`mmaqd.engine.work_dir_guard`), unless ``--resume`` continues
 that run or ``--overwrite`` says so. Timestamped log folders of earlier runs are no obstacle.
+
+``--launcher pytorch`` (tools/dist_train.sh) also runs on CPU processes: without CUDA the process group starts
+with gloo and DDP wraps the CPU model (:mod:`mmaqd.engine.distributed`); with GPUs mmengine starts NCCL as usual.
 """
 import argparse
 import os
@@ -18,6 +21,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mmaqd.engine.distributed import init_cpu_distributed
 from mmaqd.engine.work_dir_guard import check_work_dir
 
 
@@ -83,6 +87,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, args.resume
 
     guard_work_dir(cfg, args.overwrite)
+    init_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

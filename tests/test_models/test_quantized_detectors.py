@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import ROOT, build_cpu_model
+from resume_check import ResumeProbe, assert_resumed_from
 from mmaqd.quantization import QAdd, QConv2d, quantizers, set_quantization
 
 FP = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
@@ -86,11 +87,29 @@ def test_bad_quant_cfg_in_model_config(quant_cfg, error, match):
         build_cpu_model(cfg)
 
 
+def _q_cfg(runner_cfg_builder, data_root, work_dir, max_iters):
+    """The LIQ config on the tiny split, seeded, at a tenth of the fine-tuning lr.
+
+    Started from a 1-iteration FP checkpoint, the residual-branch operands of the adds (``*.add.a_quantizer``) are
+    tiny: mmdet's ResNet zero-initialises the last BN gamma of every block, and one AdamW step (lr 2e-3) moves it
+    to only +-2e-3, so their alphas initialise at 2e-3 to 5e-3. The fine-tuning lr (2e-4, quantizer ranges x10:
+    2e-3 per AdamW step, whatever the gradient's size) then drives such an alpha below 0 within two steps
+    (observed: ``backbone.layer2.0.add.a_quantizer.alpha = -0.00019`` after iteration 2), which the
+    DivergenceGuardHook rightly stops. At lr 2e-5 three steps move an alpha by at most 6e-4.
+    """
+    cfg = runner_cfg_builder(LIQ4, data_root, work_dir, max_iters=max_iters)
+    cfg.optim_wrapper.optimizer.lr = 2e-5
+    cfg.randomness = dict(seed=0)
+    return cfg
+
+
 def test_quantized_train_eval_resume(tiny_coco, tmp_path, runner_cfg_builder):
     fp_dir, q_dir = str(tmp_path / 'fp'), str(tmp_path / 'q')
-    fp_runner = Runner.from_cfg(runner_cfg_builder(FP, tiny_coco, fp_dir, max_iters=1))
+    fp_cfg = runner_cfg_builder(FP, tiny_coco, fp_dir, max_iters=1)
+    fp_cfg.randomness = dict(seed=0)
+    fp_runner = Runner.from_cfg(fp_cfg)
     fp_runner.train()
-    cfg = runner_cfg_builder(LIQ4, tiny_coco, q_dir, max_iters=2)
+    cfg = _q_cfg(runner_cfg_builder, tiny_coco, q_dir, max_iters=2)
     cfg.load_from = osp.join(fp_dir, 'iter_1.pth')
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -99,10 +118,14 @@ def test_quantized_train_eval_resume(tiny_coco, tmp_path, runner_cfg_builder):
     ckpt = torch.load(osp.join(q_dir, 'iter_2.pth'), weights_only=True)
     assert bool(ckpt['state_dict']['bbox_head.cls_convs.0.conv.act_quantizer.initialized'])
 
-    cfg = runner_cfg_builder(LIQ4, tiny_coco, q_dir, max_iters=3)
+    cfg = _q_cfg(runner_cfg_builder, tiny_coco, q_dir, max_iters=3)
     cfg.resume, cfg.load_from = True, None  # resume from the latest checkpoint of q_dir
     resumed = Runner.from_cfg(cfg)
+    probe = ResumeProbe()
+    resumed.register_hook(probe)
     resumed.train()
+    # started from iter_2.pth: iteration, weights, optimizer, lr schedule and quantizer state (alphas, flags)
+    assert_resumed_from(probe, osp.join(q_dir, 'iter_2.pth'), quantized=True)
     assert resumed.iter == 3
     assert bool(resumed.model.backbone.layer1[0].conv1.weight_quantizer.initialized)
     before, after = ckpt['state_dict'], torch.load(osp.join(q_dir, 'iter_3.pth'), weights_only=True)['state_dict']

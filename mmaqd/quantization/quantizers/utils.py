@@ -1,5 +1,5 @@
 """Helpers shared by the quantizers: weight/activation mode, per-channel views, sampling, gradient scaling and
-keeping data-driven initialisation identical on every distributed rank.
+keeping data-driven initialisation (ranges and signedness) identical on every distributed rank.
 
 Per-channel ranges run along dim 0 (BaseQuantizer.broadcast). For an activation dim 0 is the batch, so a
 per-channel quantizer is a weight quantizer: ``mode=None`` resolves to ``'weight'`` when ``per_channel`` is set
@@ -48,6 +48,10 @@ def scale_grad(p: torch.Tensor, scale: float) -> torch.Tensor:
     return p.detach() + (ps - ps.detach())  # value exactly p
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def sync_mean_(t: torch.Tensor) -> torch.Tensor:
     """Average ``t`` in place over the distributed ranks (no-op without an initialised process group).
 
@@ -55,7 +59,21 @@ def sync_mean_(t: torch.Tensor) -> torch.Tensor:
     after construction, so without this the ranks would keep different ranges. Every rank must call it at the
     same point (true for the first forward of a model run by all ranks).
     """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t.div_(dist.get_world_size())
     return t
+
+
+def sync_any(flag: bool, device: Optional[torch.device] = None) -> bool:
+    """``True`` if ``flag`` is true on any distributed rank (``flag`` itself without a process group).
+
+    For decisions taken from the first batch, such as a quantizer's signedness: a rank whose batch happens to hold
+    no negative value must still pick the grid of the others. Called at the same point on every rank, as
+    :func:`sync_mean_`.
+    """
+    if not _distributed():
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
