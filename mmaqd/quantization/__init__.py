@@ -1,4 +1,5 @@
 """Quantizers, quantized layers and model conversion (torch + mmengine only; no mmdet import)."""
+from .bops import BopsReport, LayerBops, count_bops  # noqa: F401
 from .convert import QuantConfig, quantization_table, quantize_model  # noqa: F401
 from .layers import (FoldedBN, InputQuantizer, QAdd, QConv2d, QConv2dOut, QConvBN, QLinear,  # noqa: F401
                      QuantLayerMixin, build_role_quantizer, folded_convs, set_bn_frozen)

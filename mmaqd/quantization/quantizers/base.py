@@ -14,15 +14,21 @@ stay > 0 in ``positive_names``: :class:`~mmaqd.engine.hooks.DivergenceGuardHook`
 input values it clips (:meth:`BaseQuantizer.clip_bounds`; :class:`~mmaqd.engine.hooks.QuantizerHealthHook` logs
 their share).
 """
+import warnings
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from .utils import resolve_mode
+from .utils import resolve_mode, sync_any
 
 MIN_BITS = 2
 MAX_BITS = 8
+
+_TRACED_UNINITIALISED = (
+    'a data-init quantizer was traced (torch.jit) before it was initialised: the trace leaves it uninitialised and '
+    'quantizes with its initial range (the graph, and so a FLOP count, is the same; the values are not). Run a '
+    'batch through the model eagerly first (tools/analysis/get_flops.py does) or load a quantized checkpoint.')
 
 
 def check_bits(bits: int, what: str = 'bits') -> int:
@@ -39,7 +45,8 @@ class BaseQuantizer(nn.Module):
         bits: bit width k, 2 to 8.
         signed: ``True`` for a range symmetric around 0 (weights; activations that can be negative),
             ``False`` for a range starting at 0 (activations after ReLU). ``None`` lets the first batch
-            decide (signed if it holds a negative value); the decision is saved in the state_dict.
+            decide (signed if it holds a negative value, on any distributed rank); the decision is saved in the
+            state_dict.
         per_channel: one range per slice along dim 0 (output channels of a weight) instead of one per tensor.
         num_channels: size of dim 0, required when ``per_channel`` is set (parameters are allocated at
             construction so that checkpoints load before any forward).
@@ -49,7 +56,7 @@ class BaseQuantizer(nn.Module):
 
     Subclasses implement :meth:`quantize` (the fake-quant forward on an enabled, initialised quantizer) and,
     where the method initialises from data, :meth:`init_from` (called once, on the first batch seen in
-    training or evaluation, under ``torch.no_grad``).
+    training or evaluation, under ``torch.no_grad``; never inside a ``torch.jit`` trace).
     """
 
     supports_per_channel = True   # subclasses that cannot be per-channel set False
@@ -117,11 +124,14 @@ class BaseQuantizer(nn.Module):
             return x
         if self.signed is None:
             with torch.no_grad():
-                self.signed_flag.fill_(int(bool((x < 0).any())))
+                self.signed_flag.fill_(int(sync_any(bool((x < 0).any()), x.device)))  # same on every rank
         if self.data_init and not bool(self.initialized):
-            with torch.no_grad():
-                self.init_from(x.detach())
-            self.initialized.fill_(True)
+            if torch.jit.is_tracing():  # a trace (FLOP counters, jit export) must not set ranges from its input
+                warnings.warn(_TRACED_UNINITIALISED, stacklevel=2)
+            else:
+                with torch.no_grad():
+                    self.init_from(x.detach())
+                self.initialized.fill_(True)
         return self.quantize(x)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
