@@ -80,9 +80,9 @@ def load_config(path: str, cfg_options: Optional[dict]) -> Config:
 
 def build_trained_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     """The config's model on the CPU, eval mode, with the checkpoint loaded; mismatched keys are an error."""
+    from mmdet.registry import MODELS
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     model_cfg = cfg.model.copy()
     if model_cfg.get('backbone', {}).get('init_cfg') is not None:
@@ -135,9 +135,9 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 
 def convert(args: argparse.Namespace):
-    from mmaqd.deploy.artefact import (CHECKPOINT_NAME, CONFIG_NAME, check_out_dir, write_network_files)
-    from mmaqd.deploy.converter import convert_detector
     import mmaqd  # noqa: F401  (registers the plugin)
+    from mmaqd.deploy.artefact import CHECKPOINT_NAME, CONFIG_NAME, check_out_dir, write_network_files
+    from mmaqd.deploy.converter import convert_detector
     check_out_dir(args.out, args.force)
     cfg = load_config(args.config, args.cfg_options)
     model = build_trained_model(cfg, args.checkpoint)
@@ -163,8 +163,9 @@ def convert(args: argparse.Namespace):
 
 def load_artefact_detector(out_dir: str):
     """Build the integer detector from the artefact's own config and checkpoint (the round trip users make)."""
-    from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
     from mmaqd.deploy.artefact import CHECKPOINT_NAME, CONFIG_NAME
     cfg = Config.fromfile(osp.join(out_dir, CONFIG_NAME))
     init_default_scope(cfg.get('default_scope', 'mmdet'))
@@ -190,19 +191,28 @@ def print_agreement(title: str, counts) -> dict:
                 target_met=ok)
 
 
-def verify_agreement(cfg: Config, model, det, num_images: int) -> dict:
-    """Run the three comparisons of --verify on ``num_images`` test images and print their tables."""
+def test_images(cfg: Config, model, num_images: int):
+    """Preprocessed batches (N, 3, H, W) of the config's test split, until ``num_images`` images were given."""
     from mmengine.runner import Runner
-    from mmaqd.deploy.verify import agreement, exact_reference, fake_values
     loader_cfg = cfg.test_dataloader.copy()
     loader_cfg.update(num_workers=0, persistent_workers=False)
-    loader = Runner.build_dataloader(loader_cfg)
+    seen = 0
+    for batch in Runner.build_dataloader(loader_cfg):
+        x = model.data_preprocessor(batch, False)['inputs']
+        yield x
+        seen += x.shape[0]
+        if seen >= num_images:
+            return
+
+
+def verify_agreement(cfg: Config, model, det, num_images: int) -> dict:
+    """Run the three comparisons of --verify on ``num_images`` test images and print their tables."""
+    from mmaqd.deploy.verify import agreement, exact_reference, fake_values
     exact = exact_reference(model)
     counts = dict(exact=None, float32=None, per_op=None)
     seen, out_diff = 0, {}
     with torch.no_grad():
-        for batch in loader:
-            x = model.data_preprocessor(batch, False)['inputs']
+        for x in test_images(cfg, model, num_images):
             counts['exact'] = agreement(exact, det.net, x.double(), counts['exact'])
             fake = fake_values(model, det.net, x)  # one float32 run serves both comparisons
             counts['float32'] = agreement(model, det.net, x, counts['float32'], fake=fake)
@@ -212,8 +222,6 @@ def verify_agreement(cfg: Config, model, det, num_images: int) -> dict:
                     prev = out_diff.get(name, (0.0, 0.0))
                     out_diff[name] = (max(prev[0], float((fa - ob).abs().max())), max(prev[1], float(fa.abs().max())))
             seen += x.shape[0]
-            if seen >= num_images:
-                break
     result = dict(images=seen)
     result['end_to_end_exact'] = print_agreement(
         f'Integer vs fake-quantized values on {seen} images, per quantizer; both run end to end, the fake model in '
@@ -239,6 +247,7 @@ ONNX_NAME, ONNX_CONFIG_NAME, ONNX_REPORT_NAME = 'model.onnx', 'onnx_model.py', '
 def export_onnx_files(args: argparse.Namespace, cfg: Config, conv) -> dict:
     """Write model.onnx, its mmdet config and its report into ``args.out``; print and return the report."""
     import onnx
+
     from mmaqd.deploy.onnx_export import export_onnx
     from mmaqd.deploy.onnx_runtime import kernel_counts, ort_session
     start = time.time()
@@ -273,17 +282,14 @@ def export_onnx_files(args: argparse.Namespace, cfg: Config, conv) -> dict:
 def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
     """ONNX Runtime beside the exact reference and the integer network on ``num_images`` test images."""
     from collections import defaultdict
-    from mmengine.runner import Runner
-    from mmaqd.deploy.onnx_export import export_onnx
-    from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, onnx_agreement, ort_session,
-                                           output_units)
-    from mmaqd.deploy.verify import exact_reference, fake_values
+
     from mmaqd.deploy.grids import act_grid
+    from mmaqd.deploy.onnx_export import export_onnx
+    from mmaqd.deploy.onnx_runtime import grouped_outputs, head_outputs, onnx_agreement, ort_session, output_units
+    from mmaqd.deploy.verify import exact_reference, fake_values
     net = conv.network
     teacher, probed = export_onnx(conv, probes='teacher'), export_onnx(conv, probes='outputs')
     s_teacher, s_probed = ort_session(teacher.model), ort_session(probed.model)
-    loader_cfg = cfg.test_dataloader.copy()
-    loader_cfg.update(num_workers=0, persistent_workers=False)
     exact = exact_reference(model)
     steps = {}
 
@@ -296,8 +302,7 @@ def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
     units = output_units(net)
     out_steps, out_rel = defaultdict(float), defaultdict(float)
     with torch.no_grad():
-        for batch in Runner.build_dataloader(loader_cfg):
-            x = model.data_preprocessor(batch, False)['inputs']
+        for x in test_images(cfg, model, num_images):
             ref = fake_values(exact, net, x.double())
             per_op = onnx_agreement(teacher, s_teacher, x, ref, per_op, step_of)
             ints = net(x, keep=list(net.probes.values()))
@@ -314,8 +319,6 @@ def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
                     out_steps[name] = max(out_steps[name], float(diff.max()))
                     out_rel[name] = max(out_rel[name], rel)
             seen += x.shape[0]
-            if seen >= num_images:
-                break
     result = dict(images=seen)
     result['per_op'] = print_agreement(
         f'ONNX Runtime vs the exact reference on {seen} images, each op fed the reference\'s values of its inputs '
@@ -334,6 +337,7 @@ def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
 def evaluate(cfg: Config, checkpoint: str, work_dir: str) -> dict:
     """COCO AP (percent) of ``cfg``'s model with ``checkpoint`` on its test split, through mmengine's Runner."""
     from mmengine.runner import Runner
+
     from mmaqd.engine.experiment import coco_ap
     cfg = Config(cfg.to_dict())
     cfg.work_dir = work_dir
