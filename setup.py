@@ -49,7 +49,13 @@ def get_extensions() -> list:
     if torch.cuda.is_available() or os.getenv('FORCE_CUDA', '0') == '1':
         define_macros.append(('MMAQD_WITH_CUDA', None))
         sources += sorted(glob.glob(osp.join(csrc, 'cuda', '*.cu')))
-        extra_compile_args['nvcc'] = ['-O3', '-std=c++20']
+        # machine code for Ampere (sm_80) and Hopper (sm_90) named explicitly (torch then adds no arch flags of its
+        # own), PTX of the newest for later GPUs; MMAQD_CUDA_ARCHS="80;90" overrides the list (>= 80: the kernels
+        # use mma.sync m16n8k32 s8, ldmatrix and cp.async)
+        archs = [a.strip() for a in os.getenv('MMAQD_CUDA_ARCHS', '80;90').split(';') if a.strip()]
+        gencode = [f'-gencode=arch=compute_{a},code=sm_{a}' for a in archs]
+        gencode.append(f'-gencode=arch=compute_{archs[-1]},code=compute_{archs[-1]}')
+        extra_compile_args['nvcc'] = ['-O3', '-std=c++20', '--expt-relaxed-constexpr', '-lineinfo'] + gencode
         ext = CUDAExtension
     else:
         ext = CppExtension

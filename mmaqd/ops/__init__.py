@@ -6,7 +6,7 @@ from .fixed_point import (multiply_by_quantized_multiplier, quantize_multiplier,
                           rounding_divide_by_pot, rounding_doubling_high_mul)
 from .liq import liq_fake_quant, round_ste
 from .packing import codes_to_values, field_bits, pack_codes, unpack_codes, values_to_codes  # noqa: F401
-from .extension import active_path, extension_available  # noqa: F401
+from .extension import active_path, cuda_ops_available, extension_available  # noqa: F401
 from .quant_conv import (prepack_conv_weight, quant_add, quant_add_reference,  # noqa: F401
                          quant_conv2d, quant_conv2d_reference, requantize_values)
 
@@ -14,4 +14,4 @@ __all__ = ['liq_fake_quant', 'round_ste', 'quantize_multiplier', 'requantize', '
            'rounding_doubling_high_mul', 'rounding_divide_by_pot', 'pack_codes', 'unpack_codes', 'field_bits',
            'codes_to_values', 'values_to_codes', 'quant_conv2d', 'quant_conv2d_reference', 'quant_add',
            'prepack_conv_weight', 'quant_add_reference', 'requantize_values', 'extension_available',
-           'active_path']
+           'cuda_ops_available', 'active_path']

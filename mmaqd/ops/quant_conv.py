@@ -15,8 +15,9 @@ The add rescales both operands to a common grid in fixed point (TFLite's quantiz
 by ``left_shift`` bits, then scaled by its own multiplier), adds them and requantizes.
 
 These functions are the op contract that the compiled kernels implement (``mmaqd/ops/csrc``; the public functions
-call them on CPU tensors when the extension is built). The ``*_reference`` functions compute the integer sums in
-float64, where every partial sum is an integer below 2^53 (checked), and everything else in int64.
+call them on CPU tensors when the extension is built, on CUDA tensors when it was built with its CUDA kernels).
+The ``*_reference`` functions compute the integer sums in float64, where every partial sum is an integer below
+2^53 (checked), and everything else in int64.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .fixed_point import check_int32, multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
-from .extension import extension_available
+from .extension import cuda_ops_available, extension_available
 from .packing import codes_to_values, unpack_codes
 
 __all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'quant_add_reference',
@@ -46,6 +47,13 @@ def _pair(v) -> list:
     return [int(v), int(v)] if isinstance(v, int) else [int(e) for e in v]
 
 
+def _compiled_device(t: torch.Tensor) -> bool:
+    """Whether the compiled ops run tensors on ``t``'s device (the CPU, or CUDA when built with CUDA kernels)."""
+    if t.device.type == 'cpu':
+        return extension_available()
+    return t.device.type == 'cuda' and cuda_ops_available()
+
+
 def _compiled(op, *args) -> torch.Tensor:
     """Call a compiled op, raising the reference's error types: an overflow is an OverflowError."""
     try:
@@ -64,10 +72,11 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
                  out_signed: bool = False, stride: _Pair = 1, padding: _Pair = 0, dilation: _Pair = 1,
                  groups: int = 1, prepacked: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Integer conv + offset term + bias (+ requantization and clamp): the compiled op
-    (``torch.ops.mmaqd.quant_conv2d``) on CPU tensors when the extension is built, else
-    :func:`quant_conv2d_reference`; both give the same integers. Arguments and result as the reference, plus
-    ``prepacked``: :func:`prepack_conv_weight`'s output for ``weight`` (saves unpacking it on every call)."""
-    if x.device.type == 'cpu' and not x.is_floating_point() and extension_available():
+    (``torch.ops.mmaqd.quant_conv2d``) on CPU tensors when the extension is built (on CUDA tensors when it was
+    built with its CUDA kernels), else :func:`quant_conv2d_reference`; all give the same integers. Arguments and
+    result as the reference, plus ``prepacked``: :func:`prepack_conv_weight`'s output for ``weight`` (saves
+    unpacking it on every call)."""
+    if not x.is_floating_point() and _compiled_device(x):
         g = frac_bits if offset_frac_bits is None else offset_frac_bits
         return _compiled(torch.ops.mmaqd.quant_conv2d, x, weight, int(w_bits), [int(d) for d in w_shape], w_offset,
                          int(frac_bits), int(g), bias, multiplier, shift, int(zero_point), int(qmin), int(qmax),
@@ -80,9 +89,10 @@ def quant_conv2d(x: torch.Tensor, weight: torch.Tensor, w_bits: int, w_shape: Se
 
 def prepack_conv_weight(weight: torch.Tensor, w_bits: int, w_shape: Sequence[int],
                         groups: int = 1) -> Optional[torch.Tensor]:
-    """The packed weight codes in the compiled CPU kernel's own layout, to pass to :func:`quant_conv2d` as
-    ``prepacked`` (made once, e.g. when a model loads); ``None`` without the extension."""
-    if weight.device.type != 'cpu' or not extension_available():
+    """The packed weight codes in the compiled kernel's own layout for ``weight``'s device (the CPU kernels', or
+    the CUDA tensor-core kernel's tiles), to pass to :func:`quant_conv2d` as ``prepacked`` (made once, e.g. when a
+    model loads); ``None`` where no compiled op runs that device."""
+    if not _compiled_device(weight):
         return None
     return torch.ops.mmaqd.quant_conv2d_prepack(weight, int(w_bits), [int(d) for d in w_shape], int(groups))
 
@@ -146,8 +156,8 @@ def requantize_values(acc: torch.Tensor, multiplier: torch.Tensor, shift: torch.
                       out_signed: bool) -> torch.Tensor:
     """The output stage of int32 accumulators (N, C, ...) with per-channel ``multiplier``/``shift``/``bias`` (C,):
     :func:`requantize` then :func:`mmaqd.ops.codes_to_values`, as the compiled op ``torch.ops.mmaqd.requantize``
-    on CPU tensors when the extension is built (the same integers)."""
-    if acc.device.type == 'cpu' and acc.dtype == torch.int32 and acc.dim() >= 2 and extension_available():
+    on CPU (and CUDA) tensors when the extension is built (the same integers)."""
+    if acc.dtype == torch.int32 and acc.dim() >= 2 and _compiled_device(acc):
         return _compiled(torch.ops.mmaqd.requantize, acc, multiplier, shift, bias, int(zero_point), int(qmin),
                          int(qmax), int(out_levels), bool(out_signed))
     return codes_to_values(requantize(acc, multiplier, shift, bias, zero_point, qmin, qmax), out_levels, out_signed)
@@ -168,7 +178,7 @@ def quant_add(a: torch.Tensor, a_multiplier: torch.Tensor, a_shift: torch.Tensor
     """
     if a.is_floating_point() or (b is not None and b.is_floating_point()):
         raise TypeError('quant_add: operands must be integer tensors')
-    if a.device.type == 'cpu' and extension_available():  # the compiled op: the same integers
+    if _compiled_device(a):  # the compiled op: the same integers
         return _compiled(torch.ops.mmaqd.quant_add, a, int(a_multiplier), int(a_shift), b,
                          int(b_multiplier) if b is not None else 0, int(b_shift) if b is not None else 0,
                          int(left_shift), int(bias), int(multiplier), int(shift), int(zero_point), int(qmin),

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from mmaqd.ops import (codes_to_values, field_bits, multiply_by_quantized_multiplier, pack_codes, quant_add,
                        quant_conv2d, quantize_multiplier, requantize, rounding_divide_by_pot,
                        rounding_doubling_high_mul, unpack_codes, values_to_codes)
+from mmaqd.ops import quant_conv2d as _quant_conv2d
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU'))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -479,10 +481,16 @@ def _conv_case(seed, w_bits, groups, x_signed, c_in=4, c_out=4, ks=(3, 2), hw=(7
 @pytest.mark.parametrize('padding', [0, 1])
 @pytest.mark.parametrize('stride', [1, 2])
 @pytest.mark.parametrize('w_bits', [2, 3, 4, 8])
-def test_quant_conv2d_against_float64_conv(w_bits, stride, padding, groups, dilation, x_signed):
+@pytest.mark.parametrize('device', DEVICES)
+def test_quant_conv2d_against_float64_conv(w_bits, stride, padding, groups, dilation, x_signed, device):
     seed = ((((w_bits * 3 + stride) * 2 + padding) * 3 + groups) * 3 + dilation) * 2 + int(x_signed)
     g, x, packed, w_values, w_shape = _conv_case(seed, w_bits, groups, x_signed)
     conv = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+    def quant_conv2d(x, packed, w_bits, w_shape, **kw):  # the op on `device`, its result back on the CPU
+        kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        return _quant_conv2d(x.to(device), packed.to(device), w_bits, w_shape, **kw).cpu()
+
     xf = x.to(torch.float64)
     a_ref = F.conv2d(xf, w_values, **conv)  # A = conv(x, 2c - q)
     s_ref = F.conv2d(xf, torch.ones_like(w_values), **conv)  # S per output channel (its group's inputs)
@@ -567,25 +575,28 @@ def test_quant_conv2d_rejects_float_input():
         quant_conv2d(torch.zeros(1, 1, 3, 3, dtype=torch.float64), packed, 2, (2, 1, 2, 2))
 
 
-def test_quant_conv2d_rejects_sums_inexact_in_float64():
-    packed = pack_codes(torch.full((1, 64), 255, dtype=torch.int64), 8)
-    x = torch.full((1, 64, 1, 1), 1 << 40, dtype=torch.int64)  # 64 * 2^40 * 255 > 2^53
+@pytest.mark.parametrize('device', DEVICES)
+def test_quant_conv2d_rejects_sums_inexact_in_float64(device):
+    packed = pack_codes(torch.full((1, 64), 255, dtype=torch.int64), 8).to(device)
+    x = torch.full((1, 64, 1, 1), 1 << 40, dtype=torch.int64, device=device)  # 64 * 2^40 * 255 > 2^53
     with pytest.raises(OverflowError):
         quant_conv2d(x, packed, 8, (1, 64, 1, 1))
 
 
-def test_quant_conv2d_small_by_hand():
+@pytest.mark.parametrize('device', DEVICES)
+def test_quant_conv2d_small_by_hand(device):
     # 1x1 conv, 2-bit weights: codes [0, 3] -> values [-3, 3]; x = [2, 5] -> A = -6 + 15 = 9, S = 7
-    packed = pack_codes(torch.tensor([[0, 3]]), 2)
-    x = torch.tensor([2, 5], dtype=torch.int32).view(1, 2, 1, 1)
+    packed = pack_codes(torch.tensor([[0, 3]]), 2).to(device)
+    x = torch.tensor([2, 5], dtype=torch.int32, device=device).view(1, 2, 1, 1)
     assert quant_conv2d(x, packed, 2, (1, 2, 1, 1)).item() == 9
     # F = 2, mu~ = -3 (mu = -0.75): 9 * 4 - 3 * 7 = 15; + bias 5 = 20
-    off = torch.tensor([-3], dtype=torch.int32)
-    assert quant_conv2d(x, packed, 2, (1, 2, 1, 1), w_offset=off, frac_bits=2, bias=torch.tensor([5])).item() == 20
+    off = torch.tensor([-3], dtype=torch.int32, device=device)
+    bias = torch.tensor([5], device=device)
+    assert quant_conv2d(x, packed, 2, (1, 2, 1, 1), w_offset=off, frac_bits=2, bias=bias).item() == 20
     # requantize by 0.25 (M0 = 2^30, shift -1): 20 / 4 = 5, + zp 1 = 6 -> signed q = 15 value 2 * 6 - 15 = -3
-    out = quant_conv2d(x, packed, 2, (1, 2, 1, 1), w_offset=off, frac_bits=2, bias=torch.tensor([5]),
-                       multiplier=torch.tensor([1 << 30]), shift=torch.tensor([-1]), zero_point=1, qmin=0,
-                       qmax=15, out_levels=15, out_signed=True)
+    out = quant_conv2d(x, packed, 2, (1, 2, 1, 1), w_offset=off, frac_bits=2, bias=bias,
+                       multiplier=torch.tensor([1 << 30], device=device), shift=torch.tensor([-1], device=device),
+                       zero_point=1, qmin=0, qmax=15, out_levels=15, out_signed=True)
     assert out.item() == -3
 
 
@@ -656,8 +667,9 @@ def test_quant_add_single_operand_and_signed_output():
     assert (got_s % 2 == 1).all()
 
 
-def test_quant_add_bias_and_rejects_float():
-    a = torch.tensor([0, 10, -10])
+@pytest.mark.parametrize('device', DEVICES)
+def test_quant_add_bias_and_rejects_float(device):
+    a = torch.tensor([0, 10, -10], device=device)
     ma, sa, _, _, mo, so = _add_params(0.5, 0.5, 0.5, left_shift=4)
     # a' = (a << 4) * 1/2 = 8a; output multiplier 2 * 0.5 / (16 * 0.5) = 1/8; bias 16 -> +2 output units
     assert quant_add(a, ma, sa, None, None, None, 4, 16, mo, so, 0, -100, 100, 255, False).tolist() == [2, 12, -8]
@@ -667,13 +679,14 @@ def test_quant_add_bias_and_rejects_float():
         quant_add(a, ma, sa, a.double(), ma, sa, 4, 0, mo, so, 0, -100, 100, 255, False)
 
 
-def test_accumulators_that_leave_int32_raise_instead_of_wrapping():
+@pytest.mark.parametrize('device', DEVICES)
+def test_accumulators_that_leave_int32_raise_instead_of_wrapping(device):
     # acc = 4 * 255 * 255 * 2^16 ~ 1.7e10: a fixed-point kernel would wrap; the reference refuses
-    w = pack_codes(torch.full((1, 4), 255), 8)
-    x = torch.full((1, 4, 1, 1), 255)
+    w = pack_codes(torch.full((1, 4), 255), 8).to(device)
+    x = torch.full((1, 4, 1, 1), 255, device=device)
     with pytest.raises(OverflowError, match='leaves int32'):
         quant_conv2d(x, w, 8, (1, 4, 1, 1), frac_bits=16)
-    m0, sh = quantize_multiplier(torch.tensor([2.0 ** -30]))
+    m0, sh = (t.to(device) for t in quantize_multiplier(torch.tensor([2.0 ** -30])))
     with pytest.raises(OverflowError, match='leaves int32'):
         quant_conv2d(x, w, 8, (1, 4, 1, 1), frac_bits=16, multiplier=m0, shift=sh, qmin=-10 ** 6, qmax=10 ** 6)
     # one bit fewer fits

@@ -1,7 +1,9 @@
-"""Speed of mmaqd's quantized convolution (``mmaqd.ops.quant_conv2d``) against fbgemm int8 and FP32 PyTorch.
+"""Speed of mmaqd's quantized convolution (``mmaqd.ops.quant_conv2d``) against fbgemm int8 and FP32 PyTorch on the
+CPU, and against cuDNN bf16 and cuBLAS int8 on a GPU (``--device cuda``).
 
     python tools/benchmark/quant_conv.py                      # both detectors' layers, 2/3/4/8 bits, 1 and 2 threads
     python tools/benchmark/quant_conv.py --detector synth --threads 1 --reps 5
+    python tools/benchmark/quant_conv.py --device cuda        # COCO-size R18 FCOS layers, 2/4/8 bits, batch 1 and 8
 
 For every layer shape of the benchmark FCOS (192x192 input, ResNet-18 at half width, 64-channel FPN and head) and
 of the COCO-size ResNet-18 FCOS (800x1216 input, 256-channel FPN and head), at each bit width and thread count,
@@ -17,11 +19,28 @@ Prints one table per detector and thread count with the ratio fbgemm / mmaqd (> 
 mmaqd, then the targets: geometric mean over the layers of fbgemm / mmaqd >= 1.0 at 8 bits, 1.3 at 4 bits and
 1.8 at 2 bits; a missed target is printed as MISSED. The machine is printed too. Activations are unsigned codes
 (after a ReLU) except the 8-bit stem's signed image values.
+
+``--device cuda`` (needs a GPU and mmaqd._ext built with its CUDA kernels: ``FORCE_CUDA=1 pip install
+--no-build-isolation --use-pep517 -e .``; tools/benchmark/cuda_check.sh does both) times, per layer of the
+COCO-size R18 FCOS and batch size, with CUDA events (median of interleaved repetitions):
+
+* mmaqd: ``quant_conv2d`` on CUDA tensors (int32 codes in and out, weights prepacked once), with its whole output
+  stage; as the integer detector calls it (status checked: one device-to-host read per call) and without that read
+  (``MMAQD_CUDA_CHECK=0``, "no sync"); which kernel ran (tensor cores or the generic CUDA-core kernel) is printed;
+* cuDNN bf16: ``F.conv2d`` on channels-last bf16 tensors, ``torch.backends.cudnn.benchmark = True``;
+* int8 GEMM: ``torch._int_mm`` (cuBLASLt int8 x int8 -> int32) over an im2col of the int8 NHWC input, with the
+  im2col copy ("im2col+mm") and without it ("mm");
+
+then the ratios cuDNN bf16 / mmaqd (> 1: mmaqd faster) and the target: mmaqd >= 1.5x cuDNN bf16 at 4 bits on the
+large shapes (geometric mean over the layers at the largest batch, the 8-bit stem excluded), printed as met or
+MISSED, for the op as the detector calls it and without the status read.
 """
 import argparse
 import math
+import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from typing import Dict, List, NamedTuple
@@ -29,9 +48,11 @@ from typing import Dict, List, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from mmaqd.ops import active_path, pack_codes, prepack_conv_weight, quant_conv2d, quantize_multiplier
+from mmaqd.ops import (active_path, cuda_ops_available, pack_codes, prepack_conv_weight, quant_conv2d,
+                       quantize_multiplier)
 
 TARGETS = {8: 1.0, 4: 1.3, 2: 1.8}
+CUDA_TARGET = (4, 1.5)  # bits, speed-up over cuDNN bf16 on the large shapes (batch 8, stem excluded)
 
 
 class Layer(NamedTuple):
@@ -120,13 +141,174 @@ def geomean(values: List[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+# ------------------------------------------------------------------------------------------------- CUDA
+def _median_cuda(fns: Dict[str, callable], reps: int) -> Dict[str, float]:
+    """Median seconds per call of each function, timed with CUDA events; each repetition runs every function
+    (interleaved) ``inner`` times back to back, ``inner`` chosen so that a repetition lasts about 20 ms."""
+    inner = {}
+    for k, fn in fns.items():
+        fn()  # warm-up (cuDNN's algorithm search, the prepack)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        inner[k] = max(1, min(200, int(20.0 / max(start.elapsed_time(end), 1e-3))))
+    times = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner[k]):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            times[k].append(start.elapsed_time(end) / 1e3 / inner[k])
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _im2col_int8(x_nhwc: torch.Tensor, k: int, stride: int, pad: int) -> torch.Tensor:
+    """(N * OH * OW, k * k * C) int8 rows of a padded NHWC int8 tensor (one strided copy)."""
+    n, h, w, c = x_nhwc.shape
+    xp = F.pad(x_nhwc, (0, 0, pad, pad, pad, pad))
+    oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    s_n, s_h, s_w, s_c = xp.stride()
+    cols = xp.as_strided((n, oh, ow, k, k, c), (s_n, s_h * stride, s_w * stride, s_h, s_w, s_c))
+    return cols.reshape(n * oh * ow, k * k * c)
+
+
+def bench_layer_cuda(layer: Layer, bits: int, batch: int, reps: int) -> Dict[str, float]:
+    """Median seconds of mmaqd (checked and unsynchronised), and the path its conv took (1 tensor cores)."""
+    gen = torch.Generator().manual_seed(0)
+    x_bits = 8 if layer.first else bits
+    q_x, q_w = (1 << x_bits) - 1, (1 << bits) - 1
+    codes_x = torch.randint(0, q_x + 1, (batch, layer.c_in, layer.h, layer.w), dtype=torch.int32, device='cuda',
+                            generator=torch.Generator(device='cuda').manual_seed(0))
+    x = 2 * codes_x - q_x if layer.first else codes_x
+    codes_w = torch.randint(0, q_w + 1, (layer.c_out, layer.c_in * layer.k * layer.k), generator=gen)
+    packed = pack_codes(codes_w, bits).cuda()
+    m0, shift = quantize_multiplier(torch.full((layer.c_out,), 1e-4, dtype=torch.float64))
+    m0, shift = m0.cuda(), shift.cuda()
+    pad = layer.k // 2
+    shape = (layer.c_out, layer.c_in, layer.k, layer.k)
+    offset = torch.full((layer.c_out,), 3, dtype=torch.int32, device='cuda')
+    bias = torch.zeros(layer.c_out, dtype=torch.int32, device='cuda')
+    prepacked = prepack_conv_weight(packed, bits, shape)
+
+    def ours():
+        quant_conv2d(x, packed, bits, shape, offset, 2, 10, bias, m0, shift, 7, 0, 15, 15, True, layer.stride, pad,
+                     prepacked=prepacked)
+
+    def ours_nosync():
+        os.environ['MMAQD_CUDA_CHECK'] = '0'
+        try:
+            ours()
+        finally:
+            os.environ.pop('MMAQD_CUDA_CHECK')
+
+    t = _median_cuda(dict(mmaqd=ours, mmaqd_nosync=ours_nosync), reps)
+    ours()
+    t['path'] = int(torch.ops.mmaqd.cuda_last_conv_path())
+    return t
+
+
+def bench_baselines_cuda(layer: Layer, batch: int, reps: int) -> Dict[str, float]:
+    """Median seconds of cuDNN bf16 (channels-last) and of cuBLASLt int8 over an im2col, for one layer shape."""
+    gen = torch.Generator(device='cuda').manual_seed(1)
+    pad = layer.k // 2
+    x8 = torch.randint(-8, 8, (batch, layer.h, layer.w, layer.c_in), generator=gen, dtype=torch.int8, device='cuda')
+    w8 = torch.randint(-8, 8, (layer.c_out, layer.k * layer.k * layer.c_in), generator=gen, dtype=torch.int8,
+                       device='cuda')
+    xb = x8.permute(0, 3, 1, 2).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    wb = w8.view(layer.c_out, layer.k, layer.k, layer.c_in).permute(0, 3, 1, 2).to(torch.bfloat16)
+    wb = wb.contiguous(memory_format=torch.channels_last)
+    fns = dict(bf16=lambda: F.conv2d(xb, wb, None, layer.stride, pad))
+    cols = _im2col_int8(x8, layer.k, layer.stride, pad)
+    if cols.shape[1] % 8 == 0 and layer.c_out % 8 == 0 and cols.shape[0] > 16:  # torch._int_mm's shape rules
+        wt = w8.t()  # (K, C_out), column-major
+        try:
+            torch._int_mm(cols, wt)
+        except RuntimeError as e:  # a layout this torch's _int_mm refuses: try a row-major B
+            print(f'  (torch._int_mm with a column-major B: {str(e).splitlines()[0]}; using a row-major copy)')
+            wt = wt.contiguous()
+        fns['int8_im2col_mm'] = lambda: torch._int_mm(_im2col_int8(x8, layer.k, layer.stride, pad), wt)
+        fns['int8_mm'] = lambda: torch._int_mm(cols, wt)
+    return _median_cuda(fns, reps)
+
+
+def main_cuda(args) -> int:
+    if not torch.cuda.is_available():
+        print('quant_conv.py --device cuda: no GPU visible to torch (torch.cuda.is_available() is False; torch '
+              f'{torch.__version__}, CUDA {torch.version.cuda}). Run it on a GPU machine, e.g. through '
+              'tools/benchmark/cuda_check.sh.', file=sys.stderr)
+        return 2
+    if not cuda_ops_available():
+        print(f'quant_conv.py --device cuda: mmaqd\'s CUDA kernels are not loaded ({active_path()}). Build them '
+              'with FORCE_CUDA=1 pip install --no-build-isolation --use-pep517 --no-deps -e .', file=sys.stderr)
+        return 2
+    torch.backends.cudnn.benchmark = True
+    props = torch.cuda.get_device_properties(0)
+    print(f'machine: {props.name} (sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, '
+          f'{props.total_memory / 2 ** 30:.0f} GiB), {platform.platform()}, torch {torch.__version__}, '
+          f'CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}')
+    print(f'mmaqd ops: {active_path()}\n')
+    title, layers = DETECTORS['coco']
+    summary = {}
+    paths = {1: 'TC', 2: 'generic'}
+    for batch in args.batch:
+        print(f'## {title}, batch {batch}: median ms; (cuDNN bf16 / mmaqd) with the status check, [no sync]; '
+              'the kernel that ran (TC: tensor cores)')
+        print('| layer | C_in->C_out | input | ' + ' | '.join(f'{b}-bit' for b in args.bits)
+              + ' | cuDNN bf16 | int8 im2col+mm | int8 mm |')
+        print('|---|---|---|' + '---|' * len(args.bits) + '---|---|---|')
+        for layer in layers:
+            base = bench_baselines_cuda(layer, batch, args.reps)
+            cells = []
+            for bits in args.bits:
+                t = bench_layer_cuda(layer, bits, batch, args.reps)
+                vs = base['bf16'] / t['mmaqd']
+                vs_nosync = base['bf16'] / t['mmaqd_nosync']
+                if not layer.first:
+                    summary.setdefault((batch, bits), []).append(vs_nosync)
+                    summary.setdefault((batch, bits, 'checked'), []).append(vs)
+                cells.append(f'{1e3 * t["mmaqd"]:.3f} ({vs:.2f}x) [{1e3 * t["mmaqd_nosync"]:.3f}, {vs_nosync:.2f}x] '
+                             f'{paths.get(t["path"], "?")}')
+            mm = ' | '.join(f'{1e3 * base[k]:.3f}' if k in base else '-' for k in ('int8_im2col_mm', 'int8_mm'))
+            print(f'| {layer.name} | {layer.c_in}->{layer.c_out} | {layer.h}x{layer.w} | ' + ' | '.join(cells)
+                  + f' | {1e3 * base["bf16"]:.3f} | {mm} |')
+            torch.cuda.empty_cache()
+        print()
+    print('Speed-up over cuDNN bf16 (geometric mean over the layers, stem excluded; no sync / checked):')
+    bits_t, target = CUDA_TARGET
+    for (batch, bits), ratios in ((k, v) for k, v in summary.items() if len(k) == 2):
+        checked = geomean(summary[(batch, bits, 'checked')])
+        line = f'  batch {batch}, {bits}-bit: {geomean(ratios):.2f}x / {checked:.2f}x'
+        if bits == bits_t and batch == max(args.batch):
+            verdict = lambda r: 'met' if r >= target else 'MISSED'  # noqa: E731
+            line += (f' (target >= {target}x on the large shapes: {verdict(checked)} as the detector calls it, '
+                     f'{verdict(geomean(ratios))} without the status read)')
+        print(line)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--detector', nargs='+', default=list(DETECTORS), choices=list(DETECTORS))
-    parser.add_argument('--bits', nargs='+', type=int, default=[2, 3, 4, 8], choices=[2, 3, 4, 5, 6, 7, 8])
+    parser.add_argument('--bits', nargs='+', type=int, default=None, choices=[2, 3, 4, 5, 6, 7, 8],
+                        help='default: 2 3 4 8 (CPU), 2 4 8 (CUDA)')
     parser.add_argument('--threads', nargs='+', type=int, default=[1, 2])
-    parser.add_argument('--reps', type=int, default=7, help='timed repetitions per layer (median)')
+    parser.add_argument('--batch', nargs='+', type=int, default=[1, 8], help='batch sizes (CUDA)')
+    parser.add_argument('--reps', type=int, default=None, help='timed repetitions per layer (median; default 7 on '
+                        'the CPU, 10 on CUDA)')
     args = parser.parse_args(argv)
+    if args.device == 'cuda':
+        args.bits = args.bits or [2, 4, 8]
+        args.reps = args.reps or 10
+        return main_cuda(args)
+    args.bits = args.bits or [2, 3, 4, 8]
+    args.reps = args.reps or 7
     torch.backends.quantized.engine = 'fbgemm'
     print(f'machine: {platform.platform()}, {platform.processor() or platform.machine()}, '
           f'torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}')

@@ -3,12 +3,14 @@
 #pragma once
 #include <cstdint>
 
+#include "host_device.h"
+
 namespace mmaqd {
 
-inline int field_bits(int bits) { return bits <= 2 ? 2 : (bits <= 4 ? 4 : 8); }
+MMAQD_HOST_DEVICE inline int field_bits(int bits) { return bits <= 2 ? 2 : (bits <= 4 ? 4 : 8); }
 
 // the k-th code of a packed row
-inline int unpack_code(const uint8_t* row, int64_t k, int fb) {
+MMAQD_HOST_DEVICE inline int unpack_code(const uint8_t* row, int64_t k, int fb) {
   const int per_byte = 8 / fb;
   return (row[k / per_byte] >> ((k % per_byte) * fb)) & ((1 << fb) - 1);
 }
