@@ -183,7 +183,10 @@ _LAYER_TYPES = {'conv': IntConv, 'add': IntAdd, 'quantize': Quantize, 'float_con
 
 def _maxpool(x: torch.Tensor, node: dict) -> torch.Tensor:
     """Max-pooling of integer values as they are (exact), in channels-last memory: several times faster on the
-    CPU, and the next integer conv reads NHWC anyway."""
+    CPU, and the next integer conv reads NHWC anyway. CUDA has no integer max-pooling: there it runs in float32,
+    exact since |values| < 2^24."""
+    if x.is_cuda and not x.is_floating_point():
+        return F.max_pool2d(x.float(), node['kernel'], node['stride'], node['padding']).to(x.dtype)
     return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), node['kernel'], node['stride'],
                         node['padding'])
 

@@ -13,6 +13,10 @@ ONNX Runtime session, CPU execution provider, all graph optimizations) and the b
 over the integer detector's (the best baseline named), the compiled-ops path in use and the machine; target at 4
 bits: whole >= 2x the FP32 detector (a missed target is printed as MISSED). The ONNX rows need onnxruntime
 (requirements/deploy.txt) and are skipped, with a line saying so, when the artefact has no model.onnx.
+
+``--device cuda`` times the integer network alone (torch and mmaqd, no mmdet: an artefact made on the CPU side is
+copied along) against its bf16 twin (:mod:`mmaqd.deploy.float_twin`: the same graph in bf16 on cuDNN) on random
+images of ``--size``; target: the integer network >= 1.3x the bf16 one.
 """
 import argparse
 import os.path as osp
@@ -38,7 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--num-images', type=int, default=30)
     p.add_argument('--threads', nargs='+', type=int, default=[1, 2])
     p.add_argument('--onnx', default=None, help='the QDQ model (default: ARTEFACT/model.onnx when it exists)')
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
+                   help='cuda: the integer network (torch and mmaqd only) against its bf16 twin on the GPU')
+    p.add_argument('--size', nargs=2, type=int, default=[800, 1216], metavar=('H', 'W'),
+                   help='with --device cuda: the input size (random images)')
+    p.add_argument('--batch', nargs='+', type=int, default=[1, 8], help='with --device cuda: batch sizes')
     args = p.parse_args(argv)
+    if args.device == 'cuda':
+        if not osp.isdir(args.artefact):
+            p.error(f'{args.artefact} does not exist (make one with tools/deploy.py on the CPU side and copy it)')
+        return args
     for path in (args.artefact, args.fp_config, args.fp_checkpoint):
         if not osp.exists(path):
             p.error(f'{path} does not exist (run `make demo` first, or pass --artefact / --fp-* paths)')
@@ -98,12 +111,64 @@ def export_fp32(fp_model, path: str) -> None:
                       dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}})
 
 
+CUDA_TARGET = 1.3
+
+
+def cuda_time(fn, x, reps: int = 20) -> float:
+    """Median seconds of ``fn(x)`` on the GPU (CUDA events; 3 warm-up calls)."""
+    for _ in range(3):
+        fn(x)
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(x)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def main_cuda(args) -> int:
+    """The integer network of ``args.artefact`` against its bf16 twin (mmaqd.deploy.float_twin) on the GPU: torch
+    and mmaqd only, so a GPU machine without mmdet runs it; random normalized images of ``args.size``."""
+    if not torch.cuda.is_available():
+        print('deploy_speed.py --device cuda: no CUDA device visible to torch', file=sys.stderr)
+        return 2
+    from mmaqd.deploy.artefact import load_network
+    from mmaqd.deploy.float_twin import FloatTwin
+    from mmaqd.ops import active_path, cuda_ops_available
+    if not cuda_ops_available():
+        print('deploy_speed.py --device cuda: mmaqd was built without its CUDA ops (FORCE_CUDA=1 pip install -e . '
+              'or tools/benchmark/cuda_check.sh)', file=sys.stderr)
+        return 2
+    torch.backends.cudnn.benchmark = True
+    net = load_network(args.artefact).cuda()
+    twin = FloatTwin(net, torch.bfloat16).cuda().to(memory_format=torch.channels_last)
+    h, w = args.size
+    print(f'GPU {torch.cuda.get_device_name()}, torch {torch.__version__}; mmaqd ops: {active_path()}')
+    print(f'integer network {args.artefact} vs its bf16 twin (cuDNN, channels-last), {h}x{w}, median of 20\n')
+    print('| batch | integer (ms) | bf16 (ms) | bf16 / integer | target |')
+    print('|---|---|---|---|---|')
+    for n in args.batch:
+        x = torch.randn(n, 3, h, w, device='cuda')
+        with torch.no_grad():
+            t_int = cuda_time(net, x)
+            t_bf16 = cuda_time(twin, x.contiguous(memory_format=torch.channels_last))
+        ratio = t_bf16 / t_int
+        print(f'| {n} | {1e3 * t_int:.2f} | {1e3 * t_bf16:.2f} | {ratio:.2f}x | >= {CUDA_TARGET}x: '
+              f'{"met" if ratio >= CUDA_TARGET else "MISSED"} |')
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from deploy import build_trained_model, load_artefact_detector, load_config  # tools/deploy.py
+    if args.device == 'cuda':
+        return main_cuda(args)
     from mmengine.runner import Runner
 
     import mmaqd  # noqa: F401  (registers the plugin)
+    from deploy import build_trained_model, load_artefact_detector, load_config  # tools/deploy.py
     from mmaqd.deploy.artefact import read_graph
     from mmaqd.ops import active_path
     int_det, int_cfg = load_artefact_detector(args.artefact)
@@ -134,9 +199,9 @@ def main(argv=None) -> int:
               '(pip install -r requirements/deploy.txt)\n')
     tmp = tempfile.TemporaryDirectory()
     if onnx_ok:
+        from mmdet.registry import MODELS
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
-        from mmdet.registry import MODELS
         fp_onnx = osp.join(tmp.name, 'fp32.onnx')
         export_fp32(fp_model, fp_onnx)
         onnx_cfg = Config.fromfile(osp.join(osp.dirname(qdq), 'onnx_model.py'))
