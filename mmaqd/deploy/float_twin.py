@@ -79,5 +79,5 @@ class FloatTwin(nn.Module):
             else:
                 raise ValueError(f'FloatTwin: unknown node op {op!r}')
             env.update(zip(node['outputs'], results))
-        return {name: [env[t] for t in tensors] for name, tensors in zip(self.net.output_names,
-                                                                           self.net.output_tensors)}
+        pairs = zip(self.net.output_names, self.net.output_tensors)
+        return {name: [env[t] for t in tensors] for name, tensors in pairs}

@@ -2,13 +2,13 @@
 straight-through round for training; for integer-only inference, fixed-point requantization, weight packing and
 the integer conv and add, each an exact PyTorch reference, run by the compiled kernels of ``mmaqd/ops/csrc`` when
 the extension is built (:func:`active_path` says which)."""
+from .extension import active_path, cuda_ops_available, extension_available  # noqa: F401
 from .fixed_point import (multiply_by_quantized_multiplier, quantize_multiplier, requantize,  # noqa: F401
                           rounding_divide_by_pot, rounding_doubling_high_mul)
 from .liq import liq_fake_quant, round_ste
 from .packing import codes_to_values, field_bits, pack_codes, unpack_codes, values_to_codes  # noqa: F401
-from .extension import active_path, cuda_ops_available, extension_available  # noqa: F401
-from .quant_conv import (prepack_conv_weight, quant_add, quant_add_reference,  # noqa: F401
-                         quant_conv2d, quant_conv2d_reference, requantize_values)
+from .quant_conv import (prepack_conv_weight, quant_add, quant_add_reference, quant_conv2d,  # noqa: F401
+                         quant_conv2d_reference, requantize_values)
 
 __all__ = ['liq_fake_quant', 'round_ste', 'quantize_multiplier', 'requantize', 'multiply_by_quantized_multiplier',
            'rounding_doubling_high_mul', 'rounding_divide_by_pot', 'pack_codes', 'unpack_codes', 'field_bits',

@@ -24,8 +24,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .fixed_point import check_int32, multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
 from .extension import cuda_ops_available, extension_available
+from .fixed_point import check_int32, multiply_by_quantized_multiplier, requantize, rounding_divide_by_pot
 from .packing import codes_to_values, unpack_codes
 
 __all__ = ['quant_conv2d', 'quant_conv2d_reference', 'prepack_conv_weight', 'quant_add', 'quant_add_reference',

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmaqd.ops import pack_codes, quant_add_reference, quant_conv2d_reference, quantize_multiplier, requantize
-from mmaqd.ops import codes_to_values
+from mmaqd.ops import (codes_to_values, pack_codes, quant_add_reference, quant_conv2d_reference, quantize_multiplier,
+                       requantize)
 from mmaqd.ops.extension import cuda_prepack_bytes
 
 sys.path.insert(0, osp.dirname(__file__))
@@ -32,7 +32,6 @@ CSRC = osp.join(osp.dirname(osp.dirname(HERE)), 'mmaqd', 'ops', 'csrc')
 CXX = shutil.which(os.environ.get('CXX', 'g++')) or shutil.which('g++')
 
 pytestmark = pytest.mark.skipif(CXX is None, reason='no C++ compiler for the CUDA kernel simulator')
-
 
 
 @pytest.fixture(scope='module')

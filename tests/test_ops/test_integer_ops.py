@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from mmaqd.ops import (codes_to_values, field_bits, multiply_by_quantized_multiplier, pack_codes, quant_add,
-                       quant_conv2d, quantize_multiplier, requantize, rounding_divide_by_pot,
-                       rounding_doubling_high_mul, unpack_codes, values_to_codes)
-from mmaqd.ops import quant_conv2d as _quant_conv2d
+                       quant_conv2d, quant_conv2d as _quant_conv2d, quantize_multiplier, requantize,
+                       rounding_divide_by_pot, rounding_doubling_high_mul, unpack_codes, values_to_codes)
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no GPU'))]

@@ -15,7 +15,7 @@ import torch
 import mmaqd.ops.quant_conv as qc
 from mmaqd.ops import (active_path, codes_to_values, cuda_ops_available, extension_available, pack_codes,
                        prepack_conv_weight, quant_add, quant_add_reference, quant_conv2d, quant_conv2d_reference,
-                       requantize, requantize_values, quantize_multiplier)
+                       quantize_multiplier, requantize, requantize_values)
 
 pytestmark = pytest.mark.skipif(not extension_available(), reason=f'compiled ops not loaded: {active_path()}')
 
@@ -135,8 +135,8 @@ print('OK' if ok else 'DIFFERENT')
 def test_integer_detector_is_the_same_with_and_without_the_extension(monkeypatch):
     pytest.importorskip('mmdet', reason='needs mmdet to build a tiny detector')
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'test_deploy'))
-    from tiny_models import FCOS_F8L8, tiny_quantized
     from mmaqd.deploy.converter import convert_detector
+    from tiny_models import FCOS_F8L8, tiny_quantized
     model, x = tiny_quantized(FCOS_F8L8, bits=2)
     net = convert_detector(model).network
     with torch.no_grad():
@@ -156,8 +156,8 @@ def test_prepacked_weights_give_the_same_integers(case, device):
     x, packed, wb, shape = args
     prepacked = prepack_conv_weight(packed, wb, shape, kwargs['groups'])
     assert prepacked is not None and prepacked.dim() == 1 and prepacked.device == packed.device
-    fake = torch.library.opcheck(torch.ops.mmaqd.quant_conv2d_prepack.default, (packed, wb, list(shape),
-                                                                                 kwargs['groups']))
+    fake = torch.library.opcheck(torch.ops.mmaqd.quant_conv2d_prepack.default,
+                                 (packed, wb, list(shape), kwargs['groups']))
     assert fake is not None
     assert torch.equal(quant_conv2d(*args, **kwargs, prepacked=prepacked).cpu(), ref)
 
@@ -254,8 +254,8 @@ def _integer_network():
         return net, x
     pytest.importorskip('mmdet', reason='needs mmdet to build a tiny detector (or MMAQD_TEST_ARTEFACT=<artefact dir>)')
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), 'test_deploy'))
-    from tiny_models import FCOS_F8L8, tiny_quantized
     from mmaqd.deploy.converter import convert_detector
+    from tiny_models import FCOS_F8L8, tiny_quantized
     model, x = tiny_quantized(FCOS_F8L8, bits=4)
     return convert_detector(model).network, x
 
