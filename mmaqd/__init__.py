@@ -1,15 +1,16 @@
 """mmaqd: accurate quantized one-stage detectors (AQD) for MMDetection 3.x.
 
-``import mmaqd`` (or ``custom_imports = dict(imports=['mmaqd'])`` in a config) registers the plugin's models,
-hooks and datasets into mmdet's registries. The lower layers, :mod:`mmaqd.ops` and :mod:`mmaqd.quantization`,
-need torch and mmengine only, so they import on a machine without mmdet (e.g. a bare GPU box).
-"""
-import importlib.util
+Floors, each importing only the ones below it (docs/architecture.md): :mod:`mmaqd.ops` (torch only) <-
+:mod:`mmaqd.quantization` (torch + mmengine) <- :mod:`mmaqd.models`, :mod:`mmaqd.engine`, :mod:`mmaqd.datasets`
+(mmdet) <- :mod:`mmaqd.deploy`. ``import mmaqd`` loads none of them, so ``import mmaqd.ops`` needs torch only.
 
+Registration into mmdet's registries: ``custom_imports = dict(imports=['mmaqd'])`` in a config (as every mmaqd
+config has) registers the plugin lazily, on mmdet's first registry lookup; :func:`register_all_modules` does it
+at once (:mod:`mmaqd.registration`).
+"""
+from .registration import register_all_modules, register_lazily
 from .version import __version__
 
-if importlib.util.find_spec('mmdet') is not None:
-    from . import datasets, engine, models  # noqa: F401  (registers into mmdet's registries)
-    from .deploy import detectors  # noqa: F401  (the integer artefact's models)
+register_lazily()
 
-__all__ = ['__version__']
+__all__ = ['__version__', 'register_all_modules']

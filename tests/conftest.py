@@ -1,5 +1,7 @@
 """Shared fixtures: the tiny generated dataset and helpers to build configs for CPU tests."""
+import importlib.util
 import os.path as osp
+import sys
 
 import pytest
 import torch
@@ -8,6 +10,8 @@ import torch
 torch.set_num_threads(1)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.append(osp.join(ROOT, 'tools'))  # mmaqd_tools, the tools' own helpers (tested in tests/test_tools)
+from mmaqd_tools.models import build_cpu_model  # noqa: E402,F401  (tests import it from here)
 
 
 @pytest.fixture(scope='session')
@@ -19,22 +23,13 @@ def tiny_coco(tmp_path_factory) -> str:
     return root
 
 
-def build_cpu_model(cfg_or_path):
-    """Build a config's model on the CPU with no pretrained weights (SyncBN reverted to BN)."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
-
-    import mmaqd  # noqa: F401  (registers the plugin)
-    cfg = Config.fromfile(cfg_or_path) if isinstance(cfg_or_path, str) else cfg_or_path
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
-    model.init_weights()
-    return model
+def load_tool(path: str):
+    """The script ``tools/<path>`` (e.g. ``'analysis/get_flops.py'``) loaded as a module, to test its functions."""
+    name = osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', osp.join(ROOT, 'tools', path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

@@ -39,6 +39,8 @@ from typing import List, Optional
 import torch
 from mmengine.config import Config, DictAction
 
+from mmaqd_tools.models import build_cpu_model
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 AP_TOLERANCE = 0.1
 
@@ -80,14 +82,7 @@ def load_config(path: str, cfg_options: Optional[dict]) -> Config:
 
 def build_trained_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     """The config's model on the CPU, eval mode, with the checkpoint loaded; mismatched keys are an error."""
-    from mmdet.registry import MODELS
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None  # the checkpoint has the weights: no download
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model = build_cpu_model(cfg, init_weights=False)  # the checkpoint has the weights
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
@@ -135,7 +130,6 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 
 def convert(args: argparse.Namespace):
-    import mmaqd  # noqa: F401  (registers the plugin)
     from mmaqd.deploy.artefact import CHECKPOINT_NAME, CONFIG_NAME, check_out_dir, write_network_files
     from mmaqd.deploy.converter import convert_detector
     check_out_dir(args.out, args.force)
@@ -338,7 +332,7 @@ def evaluate(cfg: Config, checkpoint: str, work_dir: str) -> dict:
     """COCO AP (percent) of ``cfg``'s model with ``checkpoint`` on its test split, through mmengine's Runner."""
     from mmengine.runner import Runner
 
-    from mmaqd.engine.experiment import coco_ap
+    from mmaqd_tools.experiment import coco_ap
     cfg = Config(cfg.to_dict())
     cfg.work_dir = work_dir
     cfg.load_from = checkpoint

@@ -9,8 +9,9 @@ for each stage train its config with mmengine's Runner and evaluate it on the va
 (mmdet's ``CocoMetric``), and print one table of all stages, also written to ``<work-dir>/results.md`` and
 ``<work-dir>/results.json``. A stage trains in ``<work-dir>/<stage>``; rerunning resumes an interrupted stage
 from its own latest checkpoint and only re-evaluates a finished one (found by its ``final.pth``; ``--retrain``
-trains again). A quantized stage starts from the ``final.pth`` of the stage it names (mmaqd.engine.experiment).
-tools/benchmark/accuracy.py uses the same stage names and work dir, so the two share finished stages.
+trains again). A quantized stage starts from the ``final.pth`` of the stage it names (mmaqd_tools.experiment).
+The stages are the table of tools/mmaqd_tools/stages.py, which tools/benchmark/accuracy.py reads too, with the
+same default work dir, so the two share finished stages.
 
 A stage whose config is integer-deployable (first and last layers at 8 bits, ``-f8l8``) is then converted by
 tools/deploy.py into ``<work-dir>/<stage>/integer/`` (an mmdet config + integer checkpoint, and the QDQ ONNX model)
@@ -26,24 +27,13 @@ from typing import List
 
 from mmengine.config import DictAction
 
-from mmaqd.engine.experiment import METRICS, ensure_dataset, markdown_table, run_stage
+from mmaqd_tools.experiment import METRICS, ensure_dataset, markdown_table, run_stage
+from mmaqd_tools.stages import BY_NAME, VARIANTS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-# (stage name, config, stage whose final weights initialise it or None, run by default)
-STAGES = [
-    ('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, True),
-    ('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, False),
-    ('aqd-w4a4', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py', 'fp', False),
-    ('aqd-w4a4-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp', True),
-    ('aqd-w2a2-f8l8', 'configs/aqd/fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py', 'fp', False),
-    ('aqd-w4a4-f8l8-retinanet', 'configs/aqd/retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp-retinanet', False),
-    ('aqd-w4a4-f8l8-zl', 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4-f8l8-zl_synth.py', 'fp', False),
-    ('aqd-w2a2-f8l8-zl', 'configs/aqd/fcos_r18-c32_fpn_aqd-w2a2-f8l8-zl_synth.py', 'fp', False),
-    ('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', False),
-]
-#: stages whose weights tools/deploy.py converts into an integer artefact (after training)
-DEPLOY_STAGES = ('aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w4a4-f8l8-retinanet', 'aqd-w4a4-f8l8-zl', 'aqd-w2a2-f8l8-zl')
+#: the stages run without --stages
+DEFAULT_STAGES = ('fp', 'aqd-w4a4-f8l8')
 
 
 def log(msg: str) -> None:
@@ -54,7 +44,7 @@ def format_table(rows: List[dict]) -> str:
     """The stage table of ``results.md`` from ``results.json`` rows (stage, config, metrics)."""
     header = ['stage', 'config'] + [label for label, _ in METRICS]
     return markdown_table(header, [[r['stage'], osp.basename(r['config'])] + [r['metrics'][label] for label, _
-                                                                               in METRICS] for r in rows])
+                                                                              in METRICS] for r in rows])
 
 
 def main(argv=None) -> None:
@@ -62,8 +52,8 @@ def main(argv=None) -> None:
     parser.add_argument('--work-dir', default='work_dirs/pipeline')
     parser.add_argument('--data-root', default='data/synthetic_coco',
                         help='the generated dataset (written when missing); every stage reads it')
-    parser.add_argument('--stages', nargs='+', default=[s[0] for s in STAGES if s[3]],
-                        choices=[s[0] for s in STAGES], help='stages to run, in the order of STAGES')
+    parser.add_argument('--stages', nargs='+', default=list(DEFAULT_STAGES), choices=list(BY_NAME),
+                        help='stages to run, in the order of the table (tools/mmaqd_tools/stages.py)')
     parser.add_argument('--retrain', action='store_true', help='train stages again even if they finished')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='overrides applied to every stage')
     parser.add_argument('--no-deploy', action='store_true', help='do not convert the -f8l8 stages to integers')
@@ -73,7 +63,8 @@ def main(argv=None) -> None:
 
     ensure_dataset(args.data_root, log)
     rows = []
-    for name, config, init_stage, _ in STAGES:
+    for stage in VARIANTS:
+        name, config, init_stage = stage.name, stage.config, stage.fp
         if name not in args.stages:
             continue
         load_from = osp.join(args.work_dir, init_stage, 'final.pth') if init_stage else None
@@ -101,7 +92,7 @@ def deploy_stages(rows: List[dict], args) -> List[dict]:
     results = []
     by_name = {r['stage']: r for r in rows}
     for row in rows:
-        if row['stage'] not in DEPLOY_STAGES:
+        if not BY_NAME[row['stage']].deploy:
             continue
         out = osp.join(args.work_dir, row['stage'], 'integer')
         ckpt = osp.join(args.work_dir, row['stage'], 'final.pth')
@@ -114,7 +105,7 @@ def deploy_stages(rows: List[dict], args) -> List[dict]:
             sys.exit(f'tools/deploy.py failed for stage {row["stage"]}')
         with open(osp.join(out, 'verify.json')) as f:
             verify = json.load(f)
-        init = dict((s[0], s[2]) for s in STAGES)[row['stage']]
+        init = BY_NAME[row['stage']].fp
         fp_ap = by_name[init]['metrics']['AP'] if init in by_name else None
         results.append(dict(stage=row['stage'], artefact=out, fp_ap=fp_ap, **verify))
     return results

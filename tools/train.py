@@ -7,22 +7,19 @@ mmaqd configs import the plugin through ``custom_imports``, so mmdet's own ``too
 package under ``mmdet/.mim/tools/``) trains them too; this copy exists for the multi-GPU scripts beside it.
 
 Unlike mmdet's, it refuses a work dir that holds checkpoints, ``last_checkpoint`` or a different config of the same
-name, which the run would overwrite or delete (:mod:`mmaqd.engine.work_dir_guard`), unless ``--resume`` continues
+name, which the run would overwrite or delete (:mod:`mmaqd_tools.work_dir_guard`), unless ``--resume`` continues
 that run or ``--overwrite`` says so. Timestamped log folders of earlier runs are no obstacle.
 
 ``--launcher pytorch`` (tools/dist_train.sh) also runs on CPU processes: without CUDA the process group starts
 with gloo and DDP wraps the CPU model (:mod:`mmaqd.engine.distributed`); with GPUs mmengine starts NCCL as usual.
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import Config
 
-from mmaqd.engine.distributed import init_cpu_distributed
-from mmaqd.engine.work_dir_guard import check_work_dir
+from mmaqd_tools.runner import add_run_args, build_runner, load_run_config, parse_run_args
+from mmaqd_tools.work_dir_guard import check_work_dir
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,19 +35,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--overwrite', action='store_true',
                         help='train into a work dir that holds checkpoints or another config of the same name '
                         '(they may be overwritten or deleted); refused without this flag or --resume')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. train_cfg.max_iters=100 model.backbone.depth=34')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_run_args(parser)
+    return parse_run_args(parser)
 
 
 def guard_work_dir(cfg: Config, overwrite: bool) -> None:
     """Exit naming the files of ``cfg.work_dir`` that the run would overwrite or delete, unless ``overwrite`` or
-    ``cfg.resume`` (:func:`mmaqd.engine.work_dir_guard.check_work_dir`)."""
+    ``cfg.resume`` (:func:`mmaqd_tools.work_dir_guard.check_work_dir`)."""
     if overwrite or cfg.get('resume'):
         return
     checkpoint_hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
@@ -63,14 +54,7 @@ def guard_work_dir(cfg: Config, overwrite: bool) -> None:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_run_config(args)
 
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
@@ -87,9 +71,7 @@ def main() -> None:
         cfg.resume, cfg.load_from = True, args.resume
 
     guard_work_dir(cfg, args.overwrite)
-    init_cpu_distributed(cfg, args.launcher)
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -1,9 +1,9 @@
-# AQD FCOS R18 at 4 bits on COCO (aqd.md Table 1: 34.9 AP; FP 33.9): multi-level BN head (aqd.md 3.2) and
-# LIQ (eq. 3-7) for weights (with weight normalization, 4.3) and activations, every conv of backbone, FPN and
-# head plus the residual and FPN adds quantized; the first layer (backbone.conv1) and the prediction convs stay
-# full precision as in the paper (see the -f8l8 configs for 8 bits there). The paper's COCO schedule, fine-tuned
-# from the FP checkpoint of configs/fcos/fcos_r18_fpn_bn-head_90k_coco.py (mmdet's tools/train.py writes it to
-# work_dirs/fcos_r18_fpn_bn-head_90k_coco/iter_90000.pth; or pass --cfg-options load_from=PATH).
+# AQD FCOS R18 at 4 bits on COCO (AQD, arXiv 2007.06919v1, Table 1: 34.9 AP; FP 33.9): multi-level BN head
+# (AQD section 3.2) and LIQ (eq. 3-7) for weights (with weight normalization, 4.3) and activations, every conv of
+# backbone, FPN and head plus the residual and FPN adds quantized; the first layer (backbone.conv1) and the prediction
+# convs stay full precision as in the paper (see the -f8l8 configs for 8 bits there). The paper's COCO schedule,
+# fine-tuned from the FP checkpoint of configs/fcos/fcos_r18_fpn_bn-head_90k_coco.py (mmdet's tools/train.py writes it
+# to work_dirs/fcos_r18_fpn_bn-head_90k_coco/iter_90000.pth; or pass --cfg-options load_from=PATH).
 # The anchor of configs/aqd/*_90k_coco.py: other backbones, bit widths and ablations derive from this file.
 _base_ = '../fcos/fcos_r18_fpn_bn-head_90k_coco.py'
 

@@ -1,4 +1,4 @@
-# AQD FCOS R50 at 4 bits on COCO (aqd.md Table 1: 38.8 AP; FP 38.9).
+# AQD FCOS R50 at 4 bits on COCO (AQD, arXiv 2007.06919v1, Table 1: 38.8 AP; FP 38.9).
 # Fine-tuned from the FP checkpoint of configs/fcos/fcos_r50_fpn_bn-head_90k_coco.py.
 _base_ = './fcos_r18_fpn_aqd-w4a4_90k_coco.py'
 

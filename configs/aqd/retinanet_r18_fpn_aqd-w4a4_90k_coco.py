@@ -1,8 +1,8 @@
-# AQD RetinaNet R18 at 4 bits on COCO (aqd.md Table 2: 34.1 AP; FP 32.3): multi-level BN head (aqd.md 3.2) and
-# LIQ (eq. 3-7) for weights (with weight normalization, 4.3) and activations, every conv of backbone, FPN and
-# head plus the residual and FPN adds quantized; the first layer (backbone.conv1) and the prediction convs stay
-# full precision as in the paper (see the -f8l8 configs for 8 bits there). The paper's COCO schedule, fine-tuned
-# from the FP checkpoint of configs/retinanet/retinanet_r18_fpn_bn-head_90k_coco.py (mmdet's tools/train.py
+# AQD RetinaNet R18 at 4 bits on COCO (AQD, arXiv 2007.06919v1, Table 2: 34.1 AP; FP 32.3): multi-level BN head
+# (AQD section 3.2) and LIQ (eq. 3-7) for weights (with weight normalization, 4.3) and activations, every conv of
+# backbone, FPN and head plus the residual and FPN adds quantized; the first layer (backbone.conv1) and the prediction
+# convs stay full precision as in the paper (see the -f8l8 configs for 8 bits there). The paper's COCO schedule,
+# fine-tuned from the FP checkpoint of configs/retinanet/retinanet_r18_fpn_bn-head_90k_coco.py (mmdet's tools/train.py
 # writes it to work_dirs/retinanet_r18_fpn_bn-head_90k_coco/iter_90000.pth; or pass --cfg-options load_from=PATH).
 # The anchor of configs/aqd/retinanet_*_90k_coco.py: other backbones and bit widths derive from this file.
 _base_ = '../retinanet/retinanet_r18_fpn_bn-head_90k_coco.py'

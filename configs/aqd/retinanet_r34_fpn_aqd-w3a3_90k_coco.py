@@ -1,4 +1,4 @@
-# AQD RetinaNet R34 at 3 bits on COCO (aqd.md Table 2: 36.5 AP; FP 36.3).
+# AQD RetinaNet R34 at 3 bits on COCO (AQD, arXiv 2007.06919v1, Table 2: 36.5 AP; FP 36.3).
 # Fine-tuned from the FP checkpoint of configs/retinanet/retinanet_r34_fpn_bn-head_90k_coco.py.
 _base_ = './retinanet_r18_fpn_aqd-w4a4_90k_coco.py'
 

@@ -1,9 +1,9 @@
-# Auxi baseline (Zhuang et al., CVPR 2020; aqd.md Table 2 "Auxi (4-bit)"): RetinaNet R18 with 4-bit weights and
-# activations, trained with a full-precision auxiliary module that is thrown away at inference: an adaptor
+# Auxi baseline (Zhuang et al., CVPR 2020; AQD (arXiv 2007.06919v1) Table 2 "Auxi (4-bit)"): RetinaNet R18 with 4-bit
+# weights and activations, trained with a full-precision auxiliary module that is thrown away at inference: an adaptor
 # (1x1 conv + BN + ReLU) on each backbone stage the FPN uses (C3-C5), a full-precision FPN and a full-precision
 # copy of the BN head (mmaqd.models.detectors.auxi). Their losses are added to the main losses (weight 1, as in
 # the public Auxi code). First layer (backbone.conv1) and last layers (retina_cls / retina_reg) stay full
-# precision, as the AQD paper says it follows Auxi for this (aqd.md 4.3).
+# precision, as the AQD paper says it follows Auxi for this (AQD section 4.3).
 #
 # Quantizer: LIQ (uniform grid round(x * q) / q on a learned interval), not DoReFa. The Auxi paper
 # combines its auxiliary module with several uniform quantizers; its public code uses DoReFa with the
@@ -14,7 +14,7 @@
 # are quantized; the residual and FPN adds stay full precision (quantize_adds=False). QResNet / QFPN compute
 # exactly ResNet / FPN here; they are there so `model.quant_cfg.quantize_adds=True` gives a fully quantized graph.
 #
-# Schedule: the paper's COCO schedule for quantized models (aqd.md 4.3): 90k iterations, batch 16, lr 0.01
+# Schedule: the paper's COCO schedule for quantized models (AQD section 4.3): 90k iterations, batch 16, lr 0.01
 # /10 at 60k and 80k, initialised from the full-precision RetinaNet R18 of
 # configs/retinanet/retinanet_r18_fpn_bn-head_90k_coco.py (load_from below, or --cfg-options load_from=PATH).
 # That checkpoint also initialises the auxiliary FPN and head (copied from its neck / bbox_head at load).

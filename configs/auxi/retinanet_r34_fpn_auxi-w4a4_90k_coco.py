@@ -1,5 +1,5 @@
-# Auxi 4-bit RetinaNet R34 (aqd.md Table 2); see retinanet_r18_fpn_auxi-w4a4_90k_coco.py for the method.
-# Initialised from the full-precision configs/retinanet/retinanet_r34_fpn_bn-head_90k_coco.py.
+# Auxi 4-bit RetinaNet R34 (AQD, arXiv 2007.06919v1, Table 2); see retinanet_r18_fpn_auxi-w4a4_90k_coco.py for the
+# method. Initialised from the full-precision configs/retinanet/retinanet_r34_fpn_bn-head_90k_coco.py.
 _base_ = './retinanet_r18_fpn_auxi-w4a4_90k_coco.py'
 
 model = dict(

@@ -1,5 +1,5 @@
-# Auxi 4-bit RetinaNet R50 (aqd.md Table 2); see retinanet_r18_fpn_auxi-w4a4_90k_coco.py for the method.
-# Initialised from the full-precision configs/retinanet/retinanet_r50_fpn_bn-head_90k_coco.py. The auxiliary
+# Auxi 4-bit RetinaNet R50 (AQD, arXiv 2007.06919v1, Table 2); see retinanet_r18_fpn_auxi-w4a4_90k_coco.py for the
+# method. Initialised from the full-precision configs/retinanet/retinanet_r50_fpn_bn-head_90k_coco.py. The auxiliary
 # FPN copies the main FPN cfg, so its in_channels (and the adaptors') follow the R50 stages.
 _base_ = './retinanet_r18_fpn_auxi-w4a4_90k_coco.py'
 

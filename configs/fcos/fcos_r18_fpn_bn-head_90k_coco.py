@@ -1,5 +1,5 @@
-# Full-precision FCOS R18 with a BN head on COCO, the paper's FP schedule (aqd.md 4.3): shorter side 800,
-# random flip, 90k iterations at batch 16 (8 GPUs x 2), SGD lr 0.01 (/10 at 60k, 80k), SyncBN.
+# Full-precision FCOS R18 with a BN head on COCO, the paper's FP schedule (AQD, arXiv 2007.06919v1, section 4.3):
+# shorter side 800, random flip, 90k iterations at batch 16 (8 GPUs x 2), SGD lr 0.01 (/10 at 60k, 80k), SyncBN.
 # Every quantized model of the paper is initialised from a checkpoint of this recipe.
 _base_ = [
     '../_base_/models/fcos_r18_fpn_bn-head.py',

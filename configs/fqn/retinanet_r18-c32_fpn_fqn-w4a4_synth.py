@@ -1,15 +1,16 @@
-# FQN (fqn.md 3) on the generated benchmark: the FP benchmark RetinaNet (configs/retinanet/retinanet_r18-c32_fpn_
-# bn-head_synth.py) fully quantized at 4 bits with the recipe of retinanet_r18_fpn_fqn-w4a4_80k_coco.py:
+# FQN (Li et al., CVPR 2019, section 3) on the generated benchmark: the FP benchmark RetinaNet
+# (configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py) fully quantized at 4 bits with the recipe of
+# retinanet_r18_fpn_fqn-w4a4_80k_coco.py:
 #   F  every BN folded into its conv with frozen EMA statistics (fold_bn / freeze_bn, eq. 13-14);
 #   P  activation ranges (per tensor, asymmetric, zero point nudged) from the 0.1% / 99.9% percentiles of 20
 #      training batches before fine-tuning (PercentileCalibrationHook; gamma = 0.999), then fixed;
 #   C  weights per output channel, asymmetric min/max of the folded weight (eq. 9-10).
 # Everything is quantized at 4 bits, first and last layers included: the normalized input (backbone.conv1's input),
 # every conv input, the residual and FPN adds (operands and sums; QResNet / QFPN, nearest upsampling) and the
-# outputs of the prediction convs. The eight F/P/C combinations of fqn.md Table 2 are in ablations/.
+# outputs of the prediction convs. The eight F/P/C combinations of FQN Table 2 are in ablations/.
 # Fine-tuned from the FP benchmark checkpoint written by tools/pipeline.py (stage `fp-retinanet`; or
 # --cfg-options load_from=PATH) for the iterations and base lr of the shared benchmark fine-tuning schedule
-# (configs/aqd/_base_/schedule_synth_finetune.py), with FQN's constant learning rate (fqn.md 4: "fixed").
+# (configs/aqd/_base_/schedule_synth_finetune.py), with FQN's constant learning rate (FQN section 4: "fixed").
 _base_ = ['../retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', '../aqd/_base_/schedule_synth_finetune.py']
 
 model = dict(

@@ -1,10 +1,11 @@
-# FQN RetinaNet R18 at 4 bits on COCO (fqn.md Table 1a R18-INT4 / aqd.md Table 2 "FQN (4-bit)": 28.6 AP):
+# FQN RetinaNet R18 at 4 bits on COCO (FQN, Li et al., CVPR 2019, Table 1a R18-INT4 / AQD, arXiv 2007.06919v1,
+# Table 2 "FQN (4-bit)": 28.6 AP):
 #   F  every BN folded into its conv with its EMA statistics frozen for the whole fine-tune (eq. 13-14);
 #   P  per-tensor asymmetric activation ranges from the 0.1% / 99.9% percentiles of 20 training batches, then fixed;
 #   C  per-output-channel asymmetric min/max weights (eq. 9-10), zero points nudged so that 0 is exact (3.6).
 # Fully quantized at 4 bits: the normalized input, every conv input and weight, the residual and FPN adds
 # (nearest upsampling, mmdet's default), the outputs of the prediction convs.
-# Schedule (fqn.md 4): FQN fine-tunes with the FP settings except a fixed lr of 0.004 for 40k steps at batch 32
+# Schedule (FQN section 4): FQN fine-tunes with the FP settings except a fixed lr of 0.004 for 40k steps at batch 32
 # (16 workers x 2). At batch 16 (8 GPUs x 2) the linear scaling rule gives lr 0.002, and the same number of
 # images (40k x 32 = 80k x 16) takes 80k iterations. FQN reports its best checkpoint on coco-2017-val: validated
 # every 10k iterations, the best one kept (save_best). Initialised from the FP checkpoint of

@@ -1,6 +1,6 @@
-# The benchmark FCOS fully quantized with LIQ (aqd.md eq. 3-7) at 4 bits: weights with weight normalization,
-# every conv input, the ResNet residual adds and the FPN top-down adds; first layer and prediction convs at
-# 8 bits ("F8L8"). Fine-tuned from the full-precision benchmark checkpoint (written by `make demo`, or pass
+# The benchmark FCOS fully quantized with LIQ (AQD, arXiv 2007.06919v1, eq. 3-7) at 4 bits: weights with weight
+# normalization, every conv input, the ResNet residual adds and the FPN top-down adds; first layer and prediction convs
+# at 8 bits ("F8L8"). Fine-tuned from the full-precision benchmark checkpoint (written by `make demo`, or pass
 # --cfg-options load_from=PATH). The heads keep one shared BN; multi-level BN is the AQD configs' job.
 _base_ = ['../fcos/fcos_r18-c32_fpn_bn-head_synth.py', '../aqd/_base_/schedule_synth_finetune.py']
 

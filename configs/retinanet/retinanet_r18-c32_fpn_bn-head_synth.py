@@ -4,7 +4,8 @@
 # SyncBN, 6 classes, AdamW (_base_/schedules/schedule_synth.py). The head convs are conv -> BN -> ReLU with
 # one BN per FPN level (multi-level BN): trained from scratch, a shared head BN evaluates with running
 # statistics pooled over levels whose batch statistics differ widely, and the detector collapses at test time
-# (measured; see configs/retinanet/README.md). The shared-BN head is the quantized ablation of aqd.md Table 3.
+# (measured; see configs/retinanet/README.md). The shared-BN head is the quantized ablation of AQD (arXiv 2007.06919v1)
+# Table 3.
 _base_ = [
     '../_base_/models/retinanet_r18_fpn_bn-head.py',
     '../_base_/datasets/synth_coco.py',

@@ -173,4 +173,3 @@ def detector_type(kind: str, backend: str = 'integer') -> str:
     """The registered detector type of an artefact: ``kind`` 'fcos' / 'retinanet', ``backend`` 'integer' / 'onnx'."""
     return {'integer': {'fcos': 'IntegerFCOS', 'retinanet': 'IntegerRetinaNet'},
             'onnx': {'fcos': 'OnnxFCOS', 'retinanet': 'OnnxRetinaNet'}}[backend][kind]
-

@@ -5,7 +5,7 @@ Needs ``onnxruntime`` (``pip install -r requirements/deploy.txt``).
 """
 import collections
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.layers import MultiLevelNorm
-from ..quantization.layers import Add, QAdd, QConv2d, QConvBN, QConv2dOut
+from ..quantization.layers import Add, QAdd, QConv2d, QConv2dOut, QConvBN
 from .grids import ConversionError
 
 __all__ = ['Val', 'Op', 'Trace', 'trace_detector']
@@ -252,8 +252,8 @@ def trace_detector(model: nn.Module) -> Tuple[Trace, Tuple[str, ...], str]:
 
     Returns the trace, the head's output names and the kind (``'fcos'`` or ``'retinanet'``).
     """
-    from mmdet.models.dense_heads import FCOSHead, RetinaHead
     from mmdet.models.backbones import ResNet
+    from mmdet.models.dense_heads import FCOSHead, RetinaHead
     head = getattr(model, 'bbox_head', None)
     if isinstance(head, FCOSHead):
         kind, head_fn = 'fcos', trace_fcos_head

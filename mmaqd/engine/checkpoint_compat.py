@@ -9,8 +9,12 @@ hub: ``HistoryBuffer`` objects of numpy arrays whose pickled state also names th
   on import, and mmengine's ``__setstate__`` already accepts a state without them), and
 * the buffer class and the numpy types it holds are added to torch's allow-list.
 
-Loading stays restricted to data, never arbitrary code. Checkpoints written without mmaqd imported still hold
-the ``getattr`` entries and load only with ``weights_only=False``.
+Loading stays restricted to data, never arbitrary code. Checkpoints written before the call still hold the
+``getattr`` entries and load only with ``weights_only=False``.
+
+Both changes are made by an explicit call of :func:`allow_mmengine_checkpoints`, never by an import: once per
+process, before mmengine saves or resumes. :func:`mmaqd.register_all_modules` makes it (so every run of an mmaqd
+config, through mmdet's tools too, has it), and the checkpoint converters in ``tools/`` before they read a file.
 """
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ from mmengine.logging import HistoryBuffer
 def _numpy_globals() -> list:
     core = np._core if hasattr(np, '_core') else np.core  # numpy >= 2 renamed np.core
     dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16,
-                                           np.int8, np.uint8, np.bool_)]
+                                          np.int8, np.uint8, np.bool_)]
     return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype] + dtypes
 
 
@@ -30,7 +34,7 @@ def _history_buffer_state(self) -> dict:
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Make mmengine's resume checkpoints loadable with ``torch.load(weights_only=True)``."""
+    """Make mmengine's resume checkpoints loadable with ``torch.load(weights_only=True)`` (idempotent)."""
     HistoryBuffer.__getstate__ = _history_buffer_state
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals([HistoryBuffer] + _numpy_globals())

@@ -1,9 +1,9 @@
 """An optimizer-wrapper constructor that keeps one param group per distinct setting.
 
 mmengine's ``DefaultOptimWrapperConstructor`` turns a ``paramwise_cfg`` into one param group per parameter. The
-quantized configs need a ``paramwise_cfg`` (quantizer ranges such as LIQ's alpha, aqd.md eq. 3-7, train at their
-own lr multiple and without weight decay), and a quantized detector has a few hundred more parameters than its
-float twin, so the optimizer would step through several hundred one-tensor groups (no multi-tensor kernels on
+quantized configs need a ``paramwise_cfg`` (quantizer ranges such as LIQ's alpha, AQD, arXiv 2007.06919v1, eq. 3-7,
+train at their own lr multiple and without weight decay), and a quantized detector has a few hundred more parameters
+than its float twin, so the optimizer would step through several hundred one-tensor groups (no multi-tensor kernels on
 the GPU, per-group overhead everywhere). This constructor applies exactly the same rules, then merges the groups
 whose options are equal (first-appearance order kept), e.g. two groups for ``custom_keys={'_quantizer': ...}``.
 

@@ -1,4 +1,4 @@
-"""Learned interval quantization (LIQ) as a fake-quant op: AQD (aqd.md) section 3.3, eq. 3-7.
+"""Learned interval quantization (LIQ) as a fake-quant op: AQD (arXiv 2007.06919v1) section 3.3, eq. 3-7.
 
 With q = 2^k - 1 and a learnable interval alpha > 0:
 

@@ -12,9 +12,8 @@ The bits a layer computes with:
 
 * weights: the bits of its ``weight_quantizer`` when it has one and it is enabled, else 32;
 * activations: the bits of its ``act_quantizer`` when it has one and it is enabled; else, when its input is the
-  very tensor an enabled activation quantizer returned (e.g. an
-  :class:`~mmaqd.quantization.layers.InputQuantizer` before a full-precision conv), that quantizer's bits;
-  else 32.
+  very tensor an enabled activation quantizer returned (e.g. a quantizer of the input image before a
+  full-precision conv), that quantizer's bits; else 32.
 
 Only convs and linears are counted, as in the papers: BN, ReLU, the (quantized) residual and FPN adds, pooling,
 upsampling and the fake quantizers' own element-wise work are not. :func:`count_bops` runs one forward pass

@@ -1,15 +1,16 @@
 """Converting a float model into a fake-quantized one, layer by layer, from a small config.
 
-Implements which layers AQD quantizes (aqd.md 4.3: every conv of backbone, FPN and heads except the first layer
-of the backbone and the last layers of the heads, which are kept full precision in the paper and at 8 bits in
-the public code's "F8L8" configs; METHOD.md), plus per-layer overrides and skips. Conversion is generic (any
-``nn.Module``): exact ``nn.Conv2d`` / ``nn.Linear`` modules become :class:`QConv2d` / :class:`QLinear` sharing
-the original Parameter objects. Model-specific parts (quantized residual / FPN adds) are done elsewhere.
+Implements which layers AQD quantizes (arXiv 2007.06919v1, section 4.3: every conv of backbone, FPN and heads
+except the first layer of the backbone and the last layers of the heads, which are kept full precision in the paper and
+at 8 bits in the authors' code's "F8L8" configs, github.com/aim-uofa/model-quantization), plus per-layer overrides and
+skips. Conversion is generic (any ``nn.Module``): exact ``nn.Conv2d`` / ``nn.Linear`` modules become :class:`QConv2d` /
+:class:`QLinear` sharing the original Parameter objects. Model-specific parts (quantized residual / FPN adds) are done
+elsewhere.
 
-FQN's fully quantized graph (fqn.md 3) adds two options: ``fold_bn`` folds each BN into the conv before it
-(:class:`QConvBN`, eq. 13-14; the pairs are found by module-name rules, the torchvision / mmdet ResNet and mmcv
-``ConvModule`` naming by default) and ``output_layers`` also quantizes the outputs of the prediction convs
-(:class:`QConv2dOut`, fqn.md 3.4: activations up to the final predictions).
+FQN's fully quantized graph (Li et al., CVPR 2019, section 3) adds two options: ``fold_bn`` folds each BN into the conv
+before it (:class:`QConvBN`, eq. 13-14; the pairs are found by module-name rules, the torchvision / mmdet ResNet and
+mmcv ``ConvModule`` naming by default) and ``output_layers`` also quantizes the outputs of the prediction convs
+(:class:`QConv2dOut`, FQN section 3.4: activations up to the final predictions).
 """
 import difflib
 import fnmatch
@@ -113,15 +114,15 @@ class QuantConfig:
             (ResNet residual adds, FPN top-down adds of mmaqd's models) becomes a ``QAdd`` whose operands and
             sum are quantized with the ``act`` cfg (overrides apply to its ``act`` side).
         output_layers: names / fnmatch patterns of conv layers whose output is quantized too, with the layer's
-            final ``act`` cfg (FQN's prediction convs, fqn.md 3.4); they become :class:`QConv2dOut`.
-        fold_bn: fold every BN in scope into the conv before it (FQN, fqn.md 3.5, eq. 13-14): the conv becomes a
+            final ``act`` cfg (FQN's prediction convs, FQN section 3.4); they become :class:`QConv2dOut`.
+        fold_bn: fold every BN in scope into the conv before it (FQN section 3.5, eq. 13-14): the conv becomes a
             :class:`QConvBN` whose weight quantizer sees W_fold, the BN a :class:`FoldedBN` (identity forward,
             same state_dict keys). ``True`` pairs them by :data:`DEFAULT_FOLD_RULES`; a list of
             ``dict(conv=REGEX, bn=TEMPLATE)`` gives other rules (first matching rule wins per conv). Convs in
             ``skip`` are not folded; BNs in scope left unpaired are logged.
         freeze_bn: with ``fold_bn``, whether the folded BN statistics start frozen (FQN: frozen for the whole
             fine-tune, eq. 13-14). ``False`` folds batch statistics in training and updates the EMA (eq. 11-12,
-            Jacob et al.) until :class:`~mmaqd.engine.hooks.FreezeBNHook` freezes them (fqn.md Table 3).
+            Jacob et al.) until :class:`~mmaqd.engine.hooks.FreezeBNHook` freezes them (FQN Table 3).
 
     Patterns use :func:`fnmatch.fnmatchcase` on the module name (``*`` also crosses dots, so ``'bbox_head.*'``
     covers every layer below ``bbox_head``). Per layer: ``weight``/``act`` -> ``overrides`` -> first/last bits

@@ -2,7 +2,7 @@
 
 Every quantizer (a :class:`~mmaqd.quantization.quantizers.base.BaseQuantizer`) has an ``enabled`` flag; a
 disabled quantizer returns its input unchanged, so a converted model with all quantizers off computes exactly
-what the full-precision model does (e.g. to evaluate the FP starting point, aqd.md 4.3 / METHOD.md schedule).
+what the full-precision model does (e.g. to evaluate the FP checkpoint a quantized model is fine-tuned from).
 The flag is a plain attribute, not saved in checkpoints.
 """
 from contextlib import contextmanager

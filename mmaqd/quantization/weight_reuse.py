@@ -1,8 +1,8 @@
 """Quantize each weight once per forward pass, however often its layer runs.
 
-The heads of FCOS and RetinaNet apply the same convs to every FPN level (aqd.md 3.2: weights shared across
-levels, one BN per level), so a plain fake-quantized head quantizes each head weight five times per forward
-and back-propagates through five copies of the weight quantizer. The quantized weight ``Q_W(w)`` is the same
+The heads of FCOS and RetinaNet apply the same convs to every FPN level (AQD, arXiv 2007.06919v1, section 3.2: weights
+shared across levels, one BN per level), so a plain fake-quantized head quantizes each head weight five times per
+forward and back-propagates through five copies of the weight quantizer. The quantized weight ``Q_W(w)`` is the same
 each time: inside :func:`reuse_quantized_weights` a quantized layer computes it on its first call and hands the
 same tensor to its later calls. Autograd sums the gradients of every use into that one tensor, so the weights,
 the quantizer parameters and their gradients are exactly those of quantizing per call; only the repeated work

@@ -21,8 +21,9 @@ def data_copy(tiny_coco, tmp_path):
 
 
 def _build(root, config=CONFIGS[0], **options):
-    import mmaqd  # noqa: F401  (registers the dataset)
     from mmdet.registry import DATASETS
+
+    import mmaqd  # noqa: F401  (registers the dataset)
     init_default_scope('mmdet')
     cfg = Config.fromfile(osp.join(ROOT, config)).train_dataloader.dataset
     cfg.data_root = str(root).rstrip('/') + '/'

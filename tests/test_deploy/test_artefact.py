@@ -1,6 +1,5 @@
 """The integer artefact: written by tools/deploy.py, loaded back with torch alone, evaluated by mmdet's Runner as
 mmdet's tools/test.py does, and never overwritten without --force."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -10,17 +9,14 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 from mmaqd.deploy.artefact import CHECKPOINT_NAME, CONFIG_NAME, GRAPH_NAME, load_network, write_network_files
 from mmaqd.deploy.converter import convert_detector
 from tiny_models import FCOS_F8L8, RETINA_F8L8, tiny_quantized
 
 
 def _deploy_tool():
-    spec = importlib.util.spec_from_file_location('deploy_tool', osp.join(ROOT, 'tools', 'deploy.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('deploy.py')
 
 
 def _data_options(root: str):
@@ -111,9 +107,7 @@ def test_verify_prints_agreement_and_both_aps(fcos_checkpoint, tiny_coco, tmp_pa
         assert rows['lowest_within_one_pct'] == 100.0 and rows['lowest_equal_pct'] >= 99.5, table
     assert set(result['fake_ap']) == set(result['integer_ap']) >= {'AP', 'AP50'}
     # the main job's summary row reads this file
-    spec = importlib.util.spec_from_file_location('pipeline_tool', osp.join(ROOT, 'tools', 'pipeline.py'))
-    pipeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pipeline)
+    pipeline = load_tool('pipeline.py')
     row = pipeline.deploy_table([dict(stage='s', fp_ap=1.5, **result)]).splitlines()[-1]
     assert row.startswith('| s | 1.5 | ') and f"{result['agreement']['per_op']['lowest_equal_pct']:.3f}" in row
 

@@ -2,7 +2,6 @@
 each op's values against the exact reference (teacher forcing), the head outputs against the integer network,
 the weight forms (exact on zero-level grids, reported approximate on LIQ's default grid), and the deploy tool's
 ``--format onnx`` round trip through mmdet."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -13,7 +12,7 @@ import torch
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, load_tool  # noqa: E402
 from mmaqd.deploy.converter import convert_detector  # noqa: E402
 from mmaqd.deploy.grids import weight_grid  # noqa: E402
 from mmaqd.deploy.onnx_export import export_onnx, onnx_weight  # noqa: E402
@@ -21,7 +20,6 @@ from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, kernel_cou
                                        ort_session, output_units)
 from mmaqd.deploy.verify import exact_reference, fake_values, summarize  # noqa: E402
 from tiny_models import FCOS_F8L8, FCOS_F8L8_ZL, RETINA_F8L8, tiny_quantized  # noqa: E402
-
 
 ZERO_LEVEL = {'model.quant_cfg.weight.zero_level': True, 'model.quant_cfg.act.zero_level': True}
 
@@ -154,10 +152,7 @@ def test_probes_mode_is_validated():
 
 
 def _deploy_tool():
-    spec = importlib.util.spec_from_file_location('deploy_tool', osp.join(ROOT, 'tools', 'deploy.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('deploy.py')
 
 
 def test_deploy_tool_format_onnx_writes_a_model_that_mmdet_evaluates(tiny_coco, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""BNStatsHook: per-level batch mean / variance of a norm layer's input (aqd.md Figure 1)."""
+"""BNStatsHook: per-level batch mean / variance of a norm layer's input (AQD, arXiv 2007.06919v1, Figure 1)."""
 import os.path as osp
 from typing import Optional
 from unittest.mock import MagicMock

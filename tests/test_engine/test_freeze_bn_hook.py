@@ -1,5 +1,5 @@
-"""FreezeBNHook: folded BN statistics follow batch statistics before ``start_iter``, frozen from it on (fqn.md
-Table 3)."""
+"""FreezeBNHook: folded BN statistics follow batch statistics before ``start_iter``, frozen from it on
+(FQN, Li et al., CVPR 2019, Table 3)."""
 from collections import OrderedDict
 from unittest.mock import MagicMock
 

@@ -1,4 +1,5 @@
-"""PercentileCalibrationHook: FQN activation ranges = mean of per-batch percentiles (fqn.md 3.4.1); no recalibration."""
+"""PercentileCalibrationHook: FQN activation ranges = mean of per-batch percentiles (FQN, Li et al., CVPR 2019,
+section 3.4.1); no recalibration."""
 
 import pytest
 import torch

@@ -13,8 +13,7 @@ from mmengine.runner.checkpoint import load_state_dict
 
 from conftest import ROOT, build_cpu_model
 from mmaqd.engine.hooks.strict_load_hook import checkpoint_to_load
-from mmaqd.engine.strict_load import (CheckpointFileError, CheckpointMismatchError, check_checkpoint_file,
-                                      record_load)
+from mmaqd.engine.strict_load import CheckpointFileError, CheckpointMismatchError, check_checkpoint_file, record_load
 
 FP_FCOS = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
 FP_RETINA = 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py'

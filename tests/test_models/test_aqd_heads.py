@@ -1,6 +1,6 @@
-"""AQD heads with multi-level BN (aqd.md 3.2, 4.3, Table 3): per-level norms, losses, FP checkpoint loading,
-SyncBN revert, quantized detectors, the added-parameter ratio, and the stock-mmdet checkpoint converter."""
-import importlib.util
+"""AQD heads with multi-level BN (AQD, arXiv 2007.06919v1, sections 3.2, 4.3, Table 3): per-level norms, losses, FP
+checkpoint loading, SyncBN revert, quantized detectors, the added-parameter ratio, and the stock-mmdet checkpoint
+converter."""
 import os.path as osp
 
 import pytest
@@ -14,7 +14,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import mmaqd  # noqa: F401  (registers the plugin)
-from conftest import ROOT, build_cpu_model
+from conftest import ROOT, build_cpu_model, load_tool
 from mmaqd.models.layers import MultiLevelNorm
 from mmaqd.quantization import QConv2d
 
@@ -254,7 +254,7 @@ def _num(tensors) -> int:
 
 
 def test_multi_level_bn_parameter_ratio_r18_fcos():
-    """aqd.md 3.2: multi-level BN adds < 1.1% of the model size (R18 FCOS, 256-ch head, 4 convs, 5 levels)."""
+    """AQD section 3.2: multi-level BN adds < 1.1% of the model size (R18 FCOS, 256-ch head, 4 convs, 5 levels)."""
     path = 'configs/fcos/fcos_r18_fpn_bn-head_90k_coco.py'
     fp = build_cpu_model(Config.fromfile(osp.join(ROOT, path)))
     aqd = build_cpu_model(_swap_head(path))
@@ -272,11 +272,7 @@ def test_multi_level_bn_parameter_ratio_r18_fcos():
 
 # --------------------------------------------------------------------------------------------- converter
 def _converter():
-    spec = importlib.util.spec_from_file_location(
-        'mmdet_to_aqd', osp.join(ROOT, 'tools', 'model_converters', 'mmdet_to_aqd.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('model_converters/mmdet_to_aqd.py')
 
 
 def _stock(path: str, head: str, norm_cfg):

@@ -1,6 +1,5 @@
 """Auxi (mmaqd.models.detectors.auxi): the full-precision auxiliary branch trains with the quantized detector,
 never runs at inference, initialises from an FP checkpoint and is stripped for deployment."""
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -9,7 +8,8 @@ from mmdet.structures import DetDataSample
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 
-from conftest import ROOT, build_cpu_model
+from conftest import ROOT, build_cpu_model, load_tool
+from mmaqd.models.detectors.auxi import strip_auxiliary
 from mmaqd.quantization import QConv2d, QuantLayerMixin
 from mmaqd.quantization.quantizers.base import BaseQuantizer
 
@@ -111,11 +111,12 @@ def test_predict_never_runs_the_aux_branch(data):
     assert calls == []
 
 
-def test_deploy_state_dict_loads_strictly_and_predicts_the_same(data, tmp_path):
+def test_stripped_state_dict_loads_strictly_and_predicts_the_same(data, tmp_path):
     torch.manual_seed(0)
     model = build_cpu_model(_cfg())
     _trained_step(model, data)
-    deploy = model.deploy_state_dict()
+    deploy, removed = strip_auxiliary(model.state_dict())
+    assert removed and all(k.startswith('aux_') for k in removed)
     assert deploy and not any(k.startswith('aux_') for k in deploy)
     assert set(deploy) == {k for k in model.state_dict() if not k.startswith('aux_')}
 
@@ -132,10 +133,7 @@ def test_deploy_state_dict_loads_strictly_and_predicts_the_same(data, tmp_path):
     assert result.unexpected_keys and all(k.startswith('aux_') for k in result.unexpected_keys)
 
     # tools/model_converters/strip_auxiliary.py writes the same state dict
-    spec = importlib.util.spec_from_file_location(
-        'strip_auxiliary', osp.join(ROOT, 'tools', 'model_converters', 'strip_auxiliary.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('model_converters/strip_auxiliary.py')
     src, dst = str(tmp_path / 'auxi.pth'), str(tmp_path / 'deploy.pth')
     torch.save(dict(state_dict=model.state_dict(), meta=dict(iter=3), optimizer=dict(state={})), src)
     assert tool.main([src, dst, '--config', osp.join(ROOT, AUXI)]) == 0
@@ -146,10 +144,6 @@ def test_deploy_state_dict_loads_strictly_and_predicts_the_same(data, tmp_path):
     assert all(torch.equal(out['state_dict'][k], v) for k, v in deploy.items())
     with pytest.raises(SystemExit):
         tool.main([src, dst])  # an existing output is refused
-
-    # dropping the branch in place gives the deployed model too
-    model.remove_auxiliary()
-    assert set(model.state_dict()) == set(deploy) and model.aux_cfg is None
 
 
 def test_fp_checkpoint_initialises_main_and_aux(monkeypatch):

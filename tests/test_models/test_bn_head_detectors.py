@@ -1,4 +1,5 @@
-"""Forward and backward of the BN-head detectors (aqd.md 4.3: conv -> BN -> ReLU heads) on tiny inputs."""
+"""Forward and backward of the BN-head detectors (AQD, arXiv 2007.06919v1, section 4.3: conv -> BN -> ReLU heads) on
+tiny inputs."""
 import os.path as osp
 
 import pytest

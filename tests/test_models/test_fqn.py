@@ -1,4 +1,5 @@
-"""The FQN RetinaNet configs (fqn.md 3, Table 2): fully quantized, BN folded, FP checkpoint, calibration, F/P/C."""
+"""The FQN RetinaNet configs (FQN, Li et al., CVPR 2019, section 3, Table 2): fully quantized, BN folded, FP checkpoint,
+calibration, F/P/C."""
 import glob
 import os.path as osp
 import re
@@ -36,7 +37,7 @@ def test_fqn_model_is_fully_quantized_with_every_bn_folded(fqn_model):
         wq, aq = m.weight_quantizer, m.act_quantizer
         assert isinstance(wq, FQNAffine) and wq.per_channel and wq.bits == 4, name
         assert isinstance(aq, FQNAffine) and aq.mode == 'act' and aq.percentile == 0.999 and aq.bits == 4, name
-    # the first layer quantizes the normalized input (fqn.md 3.4: from the normalized input on)
+    # the first layer quantizes the normalized input (FQN section 3.4: from the normalized input on)
     assert model.backbone.conv1.act_quantizer is not None
     # every BN is folded and frozen: stem, 2 x 8 block convs, 3 downsamples, 2 x 4 head convs
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
@@ -91,7 +92,7 @@ def test_calibration_hook_calibrates_every_activation_quantizer(tiny_coco, tmp_p
     for name, q in acts.items():
         assert bool(q.initialized) and not q.calibrating and int(q.num_calib_batches) >= 2, name  # heads: x5 levels
         assert float(q.ub) >= float(q.lb), name  # the grid itself is widened to contain 0
-        assert float(q(torch.zeros(3))[0]) == 0.0, name  # zero point nudged: 0 exact (fqn.md 3.6)
+        assert float(q(torch.zeros(3))[0]) == 0.0, name  # zero point nudged: 0 exact (FQN section 3.6)
     assert len([n for n in acts if n.endswith('out_quantizer')]) == 2 + 10  # predictions + QAdd sums
     # frozen BN statistics: unchanged by calibration and by the training iteration
     after = runner.model.state_dict()
@@ -129,7 +130,7 @@ def test_ablation_switches_f_p_c_independently(path):
     assert weights and all(q.per_channel == (c == '1') for q in weights)
     hooks = {h['type']: h for h in cfg.custom_hooks}
     assert hooks['PercentileCalibrationHook']['num_batches'] == 20
-    if f == 'last':  # frozen for the last quarter of the fine-tune (fqn.md Table 3: last 10k of 40k steps)
+    if f == 'last':  # frozen for the last quarter of the fine-tune (FQN Table 3: last 10k of 40k steps)
         assert hooks['FreezeBNHook']['start_iter'] == int(cfg.train_cfg.max_iters * 3 / 4)
     else:
         assert 'FreezeBNHook' not in hooks

@@ -1,4 +1,5 @@
-"""MultiLevelNorm (aqd.md 3.2): level selection, errors, loading a shared norm into every level, SyncBN revert."""
+"""MultiLevelNorm (AQD, arXiv 2007.06919v1, section 3.2): level selection, errors, loading a shared norm into every
+level, SyncBN revert."""
 import pytest
 import torch
 from mmengine.model import revert_sync_batchnorm

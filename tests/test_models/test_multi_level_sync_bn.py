@@ -14,15 +14,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
-from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 from torch import nn
 
-import mmaqd  # noqa: F401  (registers the plugin)
-from conftest import ROOT
+from conftest import ROOT, build_cpu_model
 from mmaqd.models.layers import MultiLevelNorm
 
 CONFIGS = ['configs/aqd/fcos_r18_fpn_aqd-w4a4_90k_coco.py', 'configs/aqd/retinanet_r18_fpn_aqd-w4a4_90k_coco.py']
@@ -30,13 +26,8 @@ RANK_SIZES = [(64, 64), (96, 64)]  # (H, W) of rank 0's and rank 1's batch: diff
 
 
 def _build_sync_bn_model(config: str) -> nn.Module:
-    """The config's model with its SyncBN layers kept (conftest's build_cpu_model reverts them to BN)."""
-    cfg = Config.fromfile(f'{ROOT}/{config}')
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model.train()
+    """The config's model with its SyncBN layers kept (build_cpu_model reverts them to BN by default)."""
+    return build_cpu_model(f'{ROOT}/{config}', keep_sync_bn=True).train()
 
 
 def _batch(size, seed: int, num_images: int = 2):

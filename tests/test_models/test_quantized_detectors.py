@@ -7,8 +7,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import ROOT, build_cpu_model
-from resume_check import ResumeProbe, assert_resumed_from
 from mmaqd.quantization import QAdd, QConv2d, quantizers, set_quantization
+from resume_check import ResumeProbe, assert_resumed_from
 
 FP = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
 LIQ4 = 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py'

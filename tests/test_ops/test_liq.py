@@ -1,4 +1,4 @@
-"""mmaqd.ops.liq_fake_quant against hand computations of aqd.md eq. 3-7."""
+"""mmaqd.ops.liq_fake_quant against hand computations of AQD (arXiv 2007.06919v1) eq. 3-7."""
 import math
 
 import pytest

@@ -7,7 +7,7 @@ from mmengine.analysis import FlopAnalyzer
 from torch import nn
 
 from mmaqd.quantization import count_bops, quantization_disabled, quantizers
-from mmaqd.quantization.layers import InputQuantizer, QConv2d, QLinear
+from mmaqd.quantization.layers import QConv2d, QLinear, build_role_quantizer
 
 LIQ = 'LIQ'
 
@@ -70,8 +70,8 @@ def test_disabled_quantizers_count_32_bits_and_hooks_are_removed():
 
 def test_shared_layer_counts_every_call_and_quantized_input_bits():
     """A conv called twice (as a head conv shared by FPN levels) sums its calls; an FP conv fed by an enabled
-    activation quantizer (InputQuantizer) multiplies that quantizer's bits, one fed through a ReLU 32 bits."""
-    inq = InputQuantizer(dict(type=LIQ, bits=8))
+    activation quantizer (of the input image) multiplies that quantizer's bits, one fed through a ReLU 32 bits."""
+    inq = build_role_quantizer(dict(type=LIQ, bits=8), 'act', signed=True)
     conv = nn.Conv2d(3, 2, 3)
 
     class Shared(nn.Module):

@@ -1,4 +1,5 @@
-"""QConvBN / FoldedBN and ``QuantConfig(fold_bn=...)``: FQN's BN folding (fqn.md 3.5, eq. 11-14), QConv2dOut."""
+"""QConvBN / FoldedBN and ``QuantConfig(fold_bn=...)``: FQN's BN folding (Li et al., CVPR 2019, section 3.5, eq. 11-14),
+QConv2dOut."""
 import copy
 import logging
 import os
@@ -169,7 +170,7 @@ def test_frozen_statistics_unchanged_by_training_steps():
     after = net.state_dict()
     for k, v in before.items():
         if k.endswith(('running_mean', 'running_var', 'num_batches_tracked')):
-            assert torch.equal(after[k], v), k  # frozen (fqn.md 3.5.1)
+            assert torch.equal(after[k], v), k  # frozen (FQN section 3.5.1)
     # gamma, beta and the conv weights train through W_fold / b_fold
     for k in ('bn1.weight', 'bn1.bias', 'conv1.weight', 'head.tower.bn.weight', 'layer.downsample.0.weight'):
         assert not torch.equal(params[k], dict(net.named_parameters())[k]), k
@@ -206,7 +207,7 @@ def test_weight_quantizer_sees_folded_weight_and_zero_is_exact():
     xq = q.act_quantizer(x)
     assert torch.allclose(out, nn.functional.conv2d(xq, wq, b, padding=1), atol=1e-5)
     assert torch.equal(q.weight_quantizer(w)[:, 0], torch.zeros_like(w[:, 0]))
-    assert float(q.act_quantizer(torch.zeros(1))) == 0.0  # nudged zero point (fqn.md 3.6)
+    assert float(q.act_quantizer(torch.zeros(1))) == 0.0  # nudged zero point (FQN section 3.6)
     for c in range(4):
         assert q.weight_quantizer(w)[c].unique().numel() <= 16
 

@@ -11,9 +11,9 @@ from torch import nn
 from mmaqd.quantization.convert import QuantConfig, quantization_table, quantize_model
 from mmaqd.quantization.layers import QConv2d, QLinear
 from mmaqd.quantization.mode import quantization_disabled
-from mmaqd.quantization.quantizers.base import BaseQuantizer
 from mmaqd.quantization.registry import registered_quantizers
 from uniform_q import UT, UniformTestQ, ref_q  # noqa: F401
+
 
 class CustomConv(nn.Conv2d):
     """A conv subclass with its own forward (stands in for e.g. a deformable conv)."""

@@ -1,12 +1,11 @@
-"""Tests of the quantized layers (QConv2d, QLinear, QAdd, InputQuantizer) and the on/off switch (mode.py)."""
+"""Tests of the quantized layers (QConv2d, QLinear, QAdd, build_role_quantizer) and the on/off switch (mode.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmaqd.quantization.layers import InputQuantizer, QAdd, QConv2d, QLinear
+from mmaqd.quantization.layers import QAdd, QConv2d, QLinear, build_role_quantizer
 from mmaqd.quantization.mode import quantization_disabled, quantizers, set_quantization
-from mmaqd.quantization.quantizers.base import BaseQuantizer
 from mmaqd.quantization.registry import registered_quantizers
 from uniform_q import UT, UniformTestQ, ref_q  # noqa: F401
 
@@ -81,7 +80,7 @@ def test_from_float_rejects_wrong_types():
 
 def test_set_quantization_toggles_all_and_context_restores():
     m = nn.Sequential(QConv2d(2, 2, 1, weight_cfg=W4, act_cfg=A3), QLinear(2, 2, weight_cfg=W4),
-                      QAdd(A3, A3, A3), InputQuantizer(A3))
+                      QAdd(A3, A3, A3), build_role_quantizer(A3, 'act', signed=True))
     assert len(list(quantizers(m))) == 7
     assert set_quantization(m, False) == 7 and not any(q.enabled for _, q in quantizers(m))
     assert set_quantization(m, True) == 7 and all(q.enabled for _, q in quantizers(m))
@@ -102,12 +101,13 @@ def test_qadd_quantizes_inputs_and_output():
     assert torch.allclose(only_out(a, b), ref_q(a + b, 8, True, 0.1))
 
 
-def test_input_quantizer_is_signed():
+def test_input_image_quantizer_is_a_signed_act_quantizer():
+    """The normalized image is zero-centred: its quantizer is an activation quantizer built signed."""
     x = torch.randn(1, 3, 4, 4)
-    iq = InputQuantizer(dict(type=UT, bits=8, scale=0.05))
-    assert iq.quantizer.signed is True
+    iq = build_role_quantizer(dict(type=UT, bits=8, scale=0.05), 'act', signed=True)
+    assert iq.signed is True
     assert torch.allclose(iq(x), ref_q(x, 8, True, 0.05))
-    assert torch.equal(InputQuantizer(None)(x), x)
+    assert build_role_quantizer(None, 'act', signed=True) is None  # no cfg: the image stays full precision
 
 
 def test_liq_in_qconv():
@@ -125,7 +125,7 @@ def test_liq_in_qconv():
     assert y.shape == (2, 4, 6, 6)
     assert q.weight_quantizer.mode == 'weight' and q.act_quantizer.mode == 'act'  # role passed as mode
     assert q.act_quantizer.signed is False  # auto: a ReLU output
-    assert torch.unique(q.quantized_weight().detach()).numel() <= 4  # 2^2 levels (aqd.md eq. 3-5)
+    assert torch.unique(q.quantized_weight().detach()).numel() <= 4  # 2^2 levels (AQD, arXiv 2007.06919v1, eq. 3-5)
     assert QAdd(dict(type='LIQ', bits=4)).a_quantizer.mode == 'act'
     y.sum().backward()
     assert conv.weight.grad is not None

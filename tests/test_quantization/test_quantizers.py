@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmaqd.ops import liq_fake_quant
-from mmaqd.quantization import (LIQ, LSQ, PACT, BaseQuantizer, DoReFa, FQNAffine, LQNet, LSQPlus,
-                                build_quantizer, registered_quantizers)
+from mmaqd.quantization import (LIQ, LSQ, PACT, BaseQuantizer, DoReFa, FQNAffine, LQNet, LSQPlus, build_quantizer,
+                                registered_quantizers)
 
 NAMES = ['DoReFa', 'FQNAffine', 'LIQ', 'LQNet', 'LSQ', 'LSQPlus', 'PACT']
 C = 4

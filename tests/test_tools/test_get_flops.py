@@ -1,13 +1,12 @@
 """FLOPs and BOPs of quantized configs: tools/analysis/get_flops.py, and mmdet's own get_flops.py, which used to
 crash on every quantized config (the first-batch quantizer initialisation ran inside its jit trace)."""
-import importlib.util
 import os.path as osp
 import runpy
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, load_tool
 
 AQD_SYNTH = osp.join(ROOT, 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py')
 MMDET_GET_FLOPS = osp.join(osp.dirname(__import__('mmdet').__file__), '.mim', 'tools', 'analysis_tools',
@@ -16,10 +15,7 @@ MMDET_GET_FLOPS = osp.join(osp.dirname(__import__('mmdet').__file__), '.mim', 't
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('get_flops', osp.join(ROOT, 'tools/analysis/get_flops.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/get_flops.py')
 
 
 def _data(tiny_coco):

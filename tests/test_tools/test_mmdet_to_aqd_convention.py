@@ -1,14 +1,13 @@
 """tools/model_converters/mmdet_to_aqd.py on (fake) model-zoo checkpoints: a checkpoint whose backbone style or
 input normalization differs from the target config is refused, naming both sides; the shipped caffe-style AQD
 config takes the zoo's caffe FCOS R50 and computes its backbone and FPN exactly."""
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, build_cpu_model
+from conftest import ROOT, build_cpu_model, load_tool
 from mmaqd.quantization import quantization_disabled
 
 MMDET_FCOS = osp.join(osp.dirname(__import__('mmdet').__file__), '.mim', 'configs', 'fcos')
@@ -24,11 +23,7 @@ model = dict(type='FCOS', backbone=dict(type='ResNet', depth=50, style='caffe'),
 
 @pytest.fixture(scope='module')
 def conv():
-    spec = importlib.util.spec_from_file_location(
-        'mmdet_to_aqd', osp.join(ROOT, 'tools', 'model_converters', 'mmdet_to_aqd.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('model_converters/mmdet_to_aqd.py')
 
 
 @pytest.fixture(scope='module')

@@ -1,20 +1,17 @@
 """tools/analysis/plot_bn_stats.py: AQD Figure 1 from BNStatsHook records or from a checkpoint."""
-import importlib.util
 import os.path as osp
 
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from conftest import ROOT, load_tool
+
 LAYER = 'bbox_head.cls_convs.3.bn'
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('plot_bn_stats', osp.join(ROOT, 'tools/analysis/plot_bn_stats.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('analysis/plot_bn_stats.py')
 
 
 @pytest.fixture

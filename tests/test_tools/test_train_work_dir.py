@@ -1,5 +1,4 @@
-"""tools/train.py never overwrites what a user left in the work dir (mmaqd.engine.work_dir_guard)."""
-import importlib.util
+"""tools/train.py never overwrites what a user left in the work dir (mmaqd_tools.work_dir_guard)."""
 import os
 import os.path as osp
 import subprocess
@@ -8,8 +7,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT
-from mmaqd.engine.work_dir_guard import check_work_dir, files_at_risk
+from conftest import ROOT, load_tool
+from mmaqd_tools.work_dir_guard import check_work_dir, files_at_risk
 
 CONFIG = 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 NAME = osp.basename(CONFIG)
@@ -17,10 +16,7 @@ NAME = osp.basename(CONFIG)
 
 @pytest.fixture(scope='module')
 def train_tool():
-    spec = importlib.util.spec_from_file_location('train_tool', osp.join(ROOT, 'tools/train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('train.py')
 
 
 def _user_files(work_dir):
@@ -66,7 +62,7 @@ def test_what_is_at_risk(tmp_path):
     (work_dir / 'last_checkpoint').write_text('x')
     (work_dir / 'best_coco_bbox_mAP_iter_4.pth').write_bytes(b'x')
     assert files_at_risk(str(work_dir), NAME, 'same text') == [str(work_dir / 'best_coco_bbox_mAP_iter_4.pth'),
-                                                                str(work_dir / 'last_checkpoint')]
+                                                               str(work_dir / 'last_checkpoint')]
     with pytest.raises(FileExistsError, match='last_checkpoint'):
         check_work_dir(str(work_dir), NAME, 'same text')
 

@@ -23,6 +23,7 @@ FLOPs count one multiply-add as one FLOP (as mmdet / fvcore: convs, linears, BN,
 """
 import argparse
 import math
+import os.path as osp
 import sys
 from functools import partial
 from itertools import islice
@@ -31,8 +32,11 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from mmaqd.quantization import quantizers  # importing mmaqd registers the plugin's models
+from mmaqd.quantization import quantizers
 from mmaqd.quantization.bops import BopsReport, count_bops, si
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for mmaqd_tools
+from mmaqd_tools.models import build_cpu_model  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -57,11 +61,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def build_model(cfg, checkpoint: Optional[str], device: str) -> torch.nn.Module:
     """The config's model in eval mode (SyncBN reverted), with ``checkpoint`` loaded when given."""
-    from mmdet.registry import MODELS
-    from mmengine.model import revert_sync_batchnorm
     from mmengine.runner import load_checkpoint
 
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = build_cpu_model(cfg, init_weights=False)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Figure 1 of AQD (aqd.md): histograms of per-level batch mean and batch variance at a head BN layer.
+"""Figure 1 of AQD (arXiv 2007.06919v1): histograms of per-level batch mean and batch variance at a head BN layer.
 
 "Histograms of batch statistics at the batch normalization layer of a 2-bit ResNet-18 FCOS detector. Level-x
 denotes that the predictions are made on the x-th pyramid level." Two panels (batch mean, batch variance), one
@@ -24,6 +24,9 @@ from typing import Dict, List, Optional
 import torch
 
 from mmaqd.engine.hooks.bn_stats_hook import LevelStatsRecorder, norm_candidates
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for mmaqd_tools
+from mmaqd_tools.models import build_cpu_model  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -83,18 +86,13 @@ def plot(levels: Dict[int, dict], layer: str, names: Dict[int, str], out: str, b
 
 def capture(args: argparse.Namespace) -> tuple:
     """Run ``--num-batches`` val batches of ``--config``'s model; return (layer, levels, strides)."""
-    from mmdet.registry import MODELS
     from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
 
-    import mmaqd  # noqa: F401  (registers the plugin's models)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    model = build_cpu_model(cfg, init_weights=False)
     load_checkpoint(model, args.checkpoint, map_location='cpu')
     model.to(args.device).eval()
     cands = norm_candidates(model)

@@ -11,16 +11,16 @@ Each FP detector needed is trained once (FCOS, and RetinaNet when a RetinaNet va
 selected quantized variant is fine-tuned from its FP detector's weights with the one fine-tuning schedule of the
 quantized benchmark configs (configs/aqd/_base_/schedule_synth_finetune.py; FQN keeps its paper's constant lr
 over the same iterations); all are evaluated on the val split with pycocotools. Stages run in
-``<work-dir>/<variant>`` with tools/pipeline.py's stage names and default work dir (``fp``, ``fp-retinanet``,
-``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and interrupted ones resume
-(mmaqd.engine.experiment.run_stage). ``--retrain`` trains every selected stage again, ``--retrain fp-retinanet
-aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
+``<work-dir>/<variant>`` with tools/pipeline.py's stage table (tools/mmaqd_tools/stages.py) and default work dir
+(``fp``, ``fp-retinanet``, ``aqd-w4a4``), so finished stages of ``make demo`` are reused (only evaluated) and
+interrupted ones resume (mmaqd_tools.experiment.run_stage). ``--retrain`` trains every selected stage again,
+``--retrain fp-retinanet aqd-w3a3`` only those (and the variants that start from a retrained FP detector).
 
 Writes ``accuracy.md`` (AP, AP50, AP75, APs, APm, APl, the AP gap to the variant's FP detector, the target
-check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of aqd.md Tables
-1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, multi-level BN beats shared BN at
-2 bits, and at 4 bits RetinaNet ranks AQD > Auxi > FQN (Table 2; the baselines have no gap target). A missed
-target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
+check, wall times, the machine) and ``accuracy.json`` to ``--out-dir``. Targets, in the shape of AQD
+(arXiv 2007.06919v1) Tables 1-3: an AQD variant at 4 / 3 / 2 bits keeps AP >= FP - 0.5 / 1.5 / 4.0, multi-level BN beats
+shared BN at 2 bits, and at 4 bits RetinaNet ranks AQD > Auxi > FQN (Table 2; the baselines have no gap target). A
+missed target is reported as MISSED (the exit status stays 0); a run that fails makes it 1.
 """
 import argparse
 import json
@@ -34,86 +34,22 @@ from typing import Dict, List, Optional
 
 from mmengine.config import DictAction
 
-from mmaqd.engine.experiment import (METRICS, StageResult, ensure_dataset, fmt, machine_info, markdown_table,
-                                     run_stage)
-
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.append(osp.join(ROOT, 'tools'))  # for mmaqd_tools
+from mmaqd_tools.experiment import (METRICS, StageResult, ensure_dataset, fmt, machine_info,  # noqa: E402
+                                    markdown_table, run_stage)
+from mmaqd_tools.stages import BY_NAME, VARIANTS, Variant  # noqa: E402
 
-
-@dataclass(frozen=True)
-class Variant:
-    """One row of the benchmark.
-
-    Attributes:
-        name: stage name (work dir ``<work-dir>/<name>``).
-        config: config file, relative to the repo root.
-        fp: the FP variant whose ``final.pth`` it fine-tunes from and whose AP it is compared with; ``None`` for
-            an FP detector.
-        bits: weight / activation bit width; ``None`` for an FP detector.
-        what: one line for ``--list``.
-        target: an AQD-recipe variant, held to the AP gap of ``GAP_TARGETS[bits]``; ablations are not.
-    """
-
-    name: str
-    config: str
-    fp: Optional[str]
-    bits: Optional[int]
-    what: str
-    target: bool = True
-
-
-_A = 'configs/aqd/'
-
-
-def _ablation(suffix: str, what: str) -> Variant:
-    """A 2-bit FCOS ablation of configs/aqd/ablations/ (no gap target)."""
-    return Variant(f'aqd-w2a2-{suffix}', f'{_A}ablations/fcos_r18-c32_fpn_aqd-w2a2-{suffix}_synth.py', 'fp', 2, what,
-                   target=False)
-
-#: every variant, each FP detector before the variants that start from it
-VARIANTS = [
-    Variant('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, None, 'FCOS, full precision'),
-    Variant('aqd-w4a4', _A + 'fcos_r18-c32_fpn_aqd-w4a4_synth.py', 'fp', 4, 'AQD FCOS, 4 bits'),
-    Variant('aqd-w3a3', _A + 'fcos_r18-c32_fpn_aqd-w3a3_synth.py', 'fp', 3, 'AQD FCOS, 3 bits'),
-    Variant('aqd-w2a2', _A + 'fcos_r18-c32_fpn_aqd-w2a2_synth.py', 'fp', 2, 'AQD FCOS, 2 bits'),
-    Variant('aqd-w4a4-f8l8', _A + 'fcos_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp', 4,
-            'AQD FCOS, 4 bits, first/last layers at 8 bits'),
-    Variant('aqd-w2a2-f8l8', _A + 'fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py', 'fp', 2,
-            'AQD FCOS, 2 bits, first/last layers at 8 bits'),
-    _ablation('shared-bn', 'AQD FCOS, 2 bits, one BN shared by the levels (Table 3)'),
-    _ablation('backbone', 'AQD FCOS, 2 bits, backbone only quantized (Table 4)'),
-    _ablation('backbone-fpn', 'AQD FCOS, 2 bits, backbone + FPN quantized (Table 4)'),
-    _ablation('lsq', 'FCOS, multi-level BN, 2 bits, LSQ instead of LIQ'),
-    _ablation('lsqplus', 'FCOS, multi-level BN, 2 bits, LSQ+ instead of LIQ'),
-    _ablation('dorefa', 'FCOS, multi-level BN, 2 bits, DoReFa instead of LIQ'),
-    _ablation('pact', 'FCOS, multi-level BN, 2 bits, PACT instead of LIQ'),
-    _ablation('lqnet', 'FCOS, multi-level BN, 2 bits, LQ-Nets instead of LIQ'),
-    Variant('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, None,
-            'RetinaNet, full precision'),
-    Variant('aqd-w4a4-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w4a4_synth.py', 'fp-retinanet', 4,
-            'AQD RetinaNet, 4 bits'),
-    Variant('aqd-w3a3-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w3a3_synth.py', 'fp-retinanet', 3,
-            'AQD RetinaNet, 3 bits'),
-    Variant('aqd-w2a2-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w2a2_synth.py', 'fp-retinanet', 2,
-            'AQD RetinaNet, 2 bits'),
-    Variant('aqd-w4a4-f8l8-retinanet', _A + 'retinanet_r18-c32_fpn_aqd-w4a4-f8l8_synth.py', 'fp-retinanet', 4,
-            'AQD RetinaNet, 4 bits, first/last layers at 8 bits'),
-    Variant('auxi-w4a4-retinanet', 'configs/auxi/retinanet_r18-c32_fpn_auxi-w4a4_synth.py', 'fp-retinanet', 4,
-            'Auxi RetinaNet, 4 bits (baseline: full-precision auxiliary module, shared BN)', target=False),
-    Variant('fqn-w4a4-retinanet', 'configs/fqn/retinanet_r18-c32_fpn_fqn-w4a4_synth.py', 'fp-retinanet', 4,
-            'FQN RetinaNet, 4 bits (baseline: folded frozen BN, percentile calibration, fully quantized)',
-            target=False),
-]
-BY_NAME = {v.name: v for v in VARIANTS}
+#: the variants run without --variants
 DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-retinanet', 'aqd-w4a4-retinanet',
            'auxi-w4a4-retinanet', 'fqn-w4a4-retinanet']
 
-#: largest AP drop from the FP detector an AQD variant of that bit width may show (aqd.md Tables 1-2 in shape)
+#: largest AP drop from the FP detector an AQD variant of that bit width may show (AQD paper Tables 1-2 in shape)
 GAP_TARGETS = {4: 0.5, 3: 1.5, 2: 4.0}
 #: (better, worse, text): the first variant's AP must exceed the second's; shown on the second's row
 ORDER_TARGETS = [('aqd-w2a2', 'aqd-w2a2-shared-bn', 'multi-level BN > shared BN (aqd-w2a2)'),
-                 ('aqd-w4a4-retinanet', 'auxi-w4a4-retinanet', 'AQD > Auxi (aqd.md Table 2)'),
-                 ('auxi-w4a4-retinanet', 'fqn-w4a4-retinanet', 'Auxi > FQN (aqd.md Table 2)')]
+                 ('aqd-w4a4-retinanet', 'auxi-w4a4-retinanet', 'AQD > Auxi (AQD paper Table 2)'),
+                 ('auxi-w4a4-retinanet', 'fqn-w4a4-retinanet', 'Auxi > FQN (AQD paper Table 2)')]
 
 
 @dataclass
@@ -203,7 +139,7 @@ def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: flo
                   finetune_scale: float = 1.0) -> str:
     """The markdown table of ``run_all`` rows, then the machine and the overrides the runs used."""
     header = ['variant', 'config', 'bits'] + [label for label, _ in METRICS] + ['gap', 'target', 'train (s)',
-                                                                               'eval (s)']
+                                                                                'eval (s)']
     table = []
     for r in rows:
         metrics = r['metrics'] or {}

@@ -12,28 +12,25 @@ import argparse
 import os.path as osp
 import platform
 import statistics
+import sys
 import time
 
 import torch
 from mmengine.config import Config
-from mmengine.model import revert_sync_batchnorm
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.append(osp.join(ROOT, 'tools'))  # for mmaqd_tools
+from mmaqd_tools.models import build_cpu_model  # noqa: E402
+
 FP_CONFIG = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
 Q_CONFIG = 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py'
 
 
 def build(config: str):
-    from mmdet.registry import MODELS
-
-    import mmaqd  # noqa: F401
     cfg = Config.fromfile(osp.join(ROOT, config))
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model = revert_sync_batchnorm(MODELS.build(cfg.model))
-    model.init_weights()
+    model = build_cpu_model(cfg)
     model.train()
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     return model, optim

@@ -5,10 +5,10 @@
     python tools/model_converters/mmdet_to_aqd.py retinanet_r18.pth out.pth \\
         --config configs/retinanet/retinanet_r18_fpn_bn-head_90k_coco.py
 
-What is mapped. AQD's heads are conv -> BN -> ReLU with multi-level BN (aqd.md 3.2, 4.3); mmdet's stock heads are
-conv -> GN -> ReLU (FCOS) or conv(+bias) -> ReLU (RetinaNet). Kept under their own keys: the backbone (convs and
-its BNs, e.g. the frozen caffe BNs of the zoo's R50), the FPN, the weights of the shared head tower convs, the
-prediction convs (FCOS ``conv_cls`` / ``conv_reg`` / ``conv_centerness``, RetinaNet ``retina_cls`` /
+What is mapped. AQD's heads are conv -> BN -> ReLU with multi-level BN (arXiv 2007.06919v1, sections 3.2, 4.3);
+mmdet's stock heads are conv -> GN -> ReLU (FCOS) or conv(+bias) -> ReLU (RetinaNet). Kept under their own keys: the
+backbone (convs and its BNs, e.g. the frozen caffe BNs of the zoo's R50), the FPN, the weights of the shared head tower
+convs, the prediction convs (FCOS ``conv_cls`` / ``conv_reg`` / ``conv_centerness``, RetinaNet ``retina_cls`` /
 ``retina_reg``) and FCOS's per-level ``scales``. Dropped and printed by name: the GroupNorm of every head tower
 conv and the tower convs' biases (the AQD convs have none: a BN follows). Starting fresh: the head BNs (one per
 FPN level; gamma 1, beta 0, statistics 0 / 1) and all quantizer state, which the AQD config initialises from data
@@ -21,7 +21,7 @@ RGB, ImageNet mean / std) or FCOS's ``norm_on_bbox`` / ``centerness_on_reg``, an
 wrong config loads there without a word and computes another network. The checkpoint's own config (``meta['cfg']``
 of mmengine, ``meta['config']`` of mmdet 2.x; read as literals, never executed; or ``--src-config`` for a
 checkpoint without one) is compared with ``--config``, and a difference is refused with both values
-(:mod:`mmaqd.engine.model_convention`). ``configs/aqd/fcos_r50-caffe_fpn_aqd-w{4a4,3a3,2a2}_90k_coco.py`` match
+(:mod:`mmaqd_tools.model_convention`). ``configs/aqd/fcos_r50-caffe_fpn_aqd-w{4a4,3a3,2a2}_90k_coco.py`` match
 mmdet's ``fcos_r50-caffe_fpn_gn-head_1x_coco``, ``configs/aqd/fcos_r50-caffe_fpn_aqd-w4a4-giou_90k_coco.py`` its
 ``fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco``.
 
@@ -39,15 +39,20 @@ import argparse
 import os
 import os.path as osp
 import re
+import sys
 from collections import OrderedDict
 from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 
-from mmaqd.engine.checkpoint_io import add_conversion_args, read_state_dict
-from mmaqd.engine.config_text import checkpoint_config
-from mmaqd.engine.model_convention import ConventionMismatchError, check_convention, describe, model_convention
 from mmaqd.quantization import quantizers
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for mmaqd_tools
+from mmaqd_tools.checkpoint_io import add_conversion_args, read_state_dict  # noqa: E402
+from mmaqd_tools.config_text import checkpoint_config  # noqa: E402
+from mmaqd_tools.model_convention import (ConventionMismatchError, check_convention, describe,  # noqa: E402
+                                          model_convention)
+from mmaqd_tools.models import build_cpu_model  # noqa: E402
 
 # <head>.(cls|reg)_convs.<i>.<what>; <what> = gn.weight / gn.bias (FCOS GN) or conv.bias (RetinaNet, GN FCOS
 # with conv_bias=True): none of them exists in a conv -> BN tower.
@@ -55,7 +60,7 @@ _TOWER = re.compile(r'^(?P<head>(?:.+\.)?bbox_head)\.(?:cls|reg)_convs\.\d+\.(?P
 
 
 def convert_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Tensor]',
-                                                                        Dict[str, str]]:
+                                                                     Dict[str, str]]:
     """``(kept, dropped)``: the keys an AQD model loads, and ``{dropped key: why}``."""
     kept, dropped = OrderedDict(), {}
     for key, value in state_dict.items():
@@ -96,18 +101,7 @@ def check_against_model(state_dict: 'OrderedDict[str, torch.Tensor]', model_stat
 def _model_state(config) -> Tuple[Dict[str, torch.Tensor], Set[str]]:
     """The state dict of ``config``'s model (a path or a loaded ``Config``), built without pretrained weights, and
     the keys of its quantizer state (absent from a full-precision checkpoint by design)."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-
-    import mmaqd  # noqa: F401  (registers the plugin)
-    from mmdet.registry import MODELS
-    cfg = Config.fromfile(config) if isinstance(config, str) else config
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None  # no download: only the keys and shapes are needed
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model = build_cpu_model(config, init_weights=False)  # only the keys and shapes are needed
     state = model.state_dict()
     return state, {key for name, _ in quantizers(model) for key in state if key.startswith(name + '.')}
 

@@ -16,32 +16,22 @@ The input file is never overwritten; an existing output is refused unless ``--fo
 import argparse
 import os
 import os.path as osp
+import sys
 from collections import OrderedDict
 from typing import List, Optional
 
 import torch
 
-from mmaqd.engine.checkpoint_io import add_conversion_args, read_state_dict
-
-import mmaqd.engine  # noqa: F401  (lets torch's safe unpickler read mmengine checkpoints)
 from mmaqd.models.detectors.auxi import strip_auxiliary
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for mmaqd_tools
+from mmaqd_tools.checkpoint_io import add_conversion_args, read_state_dict  # noqa: E402
+from mmaqd_tools.models import build_cpu_model  # noqa: E402
 
 
 def _strict_load_report(config: str, state_dict) -> List[str]:
     """Build ``config``'s model with ``aux_cfg=None`` and load ``state_dict`` into it; the problems found."""
-    from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import init_default_scope
-
-    import mmaqd  # noqa: F401  (registers the plugin)
-    from mmdet.registry import MODELS
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model.copy()
-    model_cfg.aux_cfg = None
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None  # no download: the checkpoint provides the weights
-    model = revert_sync_batchnorm(MODELS.build(model_cfg))
+    model = build_cpu_model(config, init_weights=False, aux_cfg=None)  # the checkpoint provides the weights
     result = model.load_state_dict(state_dict, strict=False)
     return [f'missing: {k}' for k in result.missing_keys] + [f'unexpected: {k}' for k in result.unexpected_keys]
 
@@ -54,7 +44,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     add_conversion_args(parser)
     args = parser.parse_args(argv)
     state, meta = read_state_dict(parser, args)
-
 
     kept, removed = strip_auxiliary(state)
     if not removed:

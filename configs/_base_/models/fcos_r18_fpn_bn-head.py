@@ -1,4 +1,4 @@
-# FCOS, ResNet-18 + FPN, with AQD's head design (aqd.md 4.3): every head conv is conv -> BN -> ReLU
+# FCOS, ResNet-18 + FPN, with AQD's head design (arXiv 2007.06919v1, section 4.3): every head conv is conv -> BN -> ReLU
 # (SyncBN; mmengine reverts it to BN when training is not distributed) instead of mmdet's GroupNorm.
 # Detectron2/AdelaiDet's FCOS improvements, as used by the AQD code: center sampling, normalized
 # regression targets, centerness on the regression branch, GIoU loss.

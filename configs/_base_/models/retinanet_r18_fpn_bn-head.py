@@ -1,5 +1,5 @@
-# RetinaNet, ResNet-18 + FPN, with AQD's head design (aqd.md 4.3): every head conv is conv -> BN -> ReLU
-# (SyncBN; mmengine reverts it to BN when training is not distributed). mmdet's stock RetinaHead has no norm.
+# RetinaNet, ResNet-18 + FPN, with AQD's head design (arXiv 2007.06919v1, section 4.3): every head conv is conv -> BN ->
+# ReLU (SyncBN; mmengine reverts it to BN when training is not distributed). mmdet's stock RetinaHead has no norm.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='RetinaNet',

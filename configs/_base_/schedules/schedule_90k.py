@@ -1,5 +1,5 @@
-# The AQD paper's COCO schedule (aqd.md 4.3): 90k iterations at batch 16 (8 GPUs x 2 images), SGD with
-# momentum 0.9, lr 0.01 divided by 10 at 60k and 80k, weight decay 1e-4.
+# The AQD paper's COCO schedule (arXiv 2007.06919v1, section 4.3): 90k iterations at batch 16 (8 GPUs x 2 images), SGD
+# with momentum 0.9, lr 0.01 divided by 10 at 60k and 80k, weight decay 1e-4.
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=90000, val_interval=10000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

@@ -1,5 +1,5 @@
 # Table 3 ablation on the generated benchmark: AQD FCOS at 2 bits with one BN shared by all FPN levels in the head
-# instead of multi-level BN (aqd.md Table 3 on COCO: 29.4 AP shared vs 32.2 multi-level).
+# instead of multi-level BN (AQD, arXiv 2007.06919v1, Table 3 on COCO: 29.4 AP shared vs 32.2 multi-level).
 _base_ = '../fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 
 model = dict(bbox_head=dict(multi_level_norm=False), quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2)))

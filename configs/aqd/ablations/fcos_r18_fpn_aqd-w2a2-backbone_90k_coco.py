@@ -1,5 +1,5 @@
-# Table 4 ablation on COCO: AQD FCOS at 2 bits quantizing only the backbone (aqd.md Table 4: 33.8 AP; all of
-# backbone, FPN and heads: 32.2; FP 33.9). The head stays full precision, as does the FPN; the head keeps
+# Table 4 ablation on COCO: AQD FCOS at 2 bits quantizing only the backbone (AQD, arXiv 2007.06919v1, Table 4: 33.8 AP;
+# all of backbone, FPN and heads: 32.2; FP 33.9). The head stays full precision, as does the FPN; the head keeps
 # multi-level BN.
 _base_ = '../fcos_r18_fpn_aqd-w4a4_90k_coco.py'
 

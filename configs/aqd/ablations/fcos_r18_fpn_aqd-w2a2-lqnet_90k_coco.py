@@ -1,5 +1,5 @@
-# Quantizer comparison on COCO (aqd.md 4.6): AQD FCOS at 2 bits with LIQ replaced by LQNet for weights and
-# activations, no weight normalization (LIQ's); multi-level BN head as AQD. Paper: aqd.md Table 5, ImageNet R18
+# Quantizer comparison on COCO (AQD, arXiv 2007.06919v1, section 4.6): AQD FCOS at 2 bits with LIQ replaced by LQNet for
+# weights and activations, no weight normalization (LIQ's); multi-level BN head as AQD. Paper: AQD Table 5, ImageNet R18
 # 2-bit top-1: LQNet 64.9 vs LIQ 67.4; no COCO number.
 _base_ = '../fcos_r18_fpn_aqd-w4a4_90k_coco.py'
 

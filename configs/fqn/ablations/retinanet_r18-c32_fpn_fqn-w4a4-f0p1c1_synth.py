@@ -1,5 +1,5 @@
-# fqn.md Table 2a row 7 (paper: 27.3 AP on COCO, R18 4-bit): no F: BN folded with batch statistics, EMA updated (eq.
-# 11-12, Jacob et al.); P: activation ranges from the 0.1% / 99.9% percentiles; C: per-channel weights.
+# FQN (Li et al., CVPR 2019) Table 2a row 7 (paper: 27.3 AP on COCO, R18 4-bit): no F: BN folded with batch statistics,
+# EMA updated (eq. 11-12, Jacob et al.); P: activation ranges from the 0.1% / 99.9% percentiles; C: per-channel weights.
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
 model = dict(quant_cfg=dict(freeze_bn=False))

@@ -1,4 +1,5 @@
-"""Record per-FPN-level batch statistics at chosen BN layers during training (aqd.md 3.2 and Figure 1).
+"""Record per-FPN-level batch statistics at chosen BN layers during training (AQD, arXiv 2007.06919v1,
+section 3.2 and Figure 1).
 
 AQD's case for multi-level BN: a head BN shared by all pyramid levels sees inputs whose batch statistics differ
 from level to level once the network is quantized (Figure 1: histograms of batch mean / variance at a head BN of a

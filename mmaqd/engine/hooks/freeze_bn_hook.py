@@ -1,10 +1,11 @@
-"""Freeze the folded BN statistics from a given iteration on (fqn.md 3.5.1 and Table 3).
+"""Freeze the folded BN statistics from a given iteration on (FQN, Li et al., CVPR 2019, section 3.5.1 and Table 3).
 
 FQN freezes the BN statistics for the whole fine-tune (``QuantConfig(fold_bn=True, freeze_bn=True)``, eq. 13-14);
-the quantization whitepaper [18], FQN's Table 3 baseline, folds batch statistics first (eq. 11-12) and freezes
-them only for the final steps (10k of 40k). With ``freeze_bn=False`` in the model's ``quant_cfg`` this hook sets
-every :class:`~mmaqd.quantization.layers.QConvBN` to ``frozen = (iteration >= start_iter)`` before each training
-iteration, so a resumed run is in the right state too. Usage (freeze for the last 100 of 400 iterations)::
+the quantization whitepaper (Krishnamoorthi, arXiv 1806.08342), FQN's Table 3 baseline, folds batch statistics first
+(eq. 11-12) and freezes them only for the final steps (10k of 40k). With ``freeze_bn=False`` in the model's
+``quant_cfg`` this hook sets every :class:`~mmaqd.quantization.layers.QConvBN` to ``frozen = (iteration >= start_iter)``
+before each training iteration, so a resumed run is in the right state too. Usage (freeze for the last 100 of 400
+iterations)::
 
     custom_hooks = [dict(type='FreezeBNHook', start_iter=300)]
 """

@@ -1,4 +1,5 @@
-"""FQN's percentile calibration of activation ranges before fine-tuning (fqn.md 3.4.1 and 4).
+"""FQN's percentile calibration of activation ranges before fine-tuning (FQN, Li et al., CVPR 2019,
+sections 3.4.1 and 4).
 
 "We randomly sample n_cal batches of training data to build a small calibration set, then evaluate a trained
 detector on the calibration set and record each layer's activation values between the gamma'th and
@@ -18,13 +19,12 @@ loaded from a calibrated checkpoint, is not recalibrated. Usage::
 from typing import Dict, List
 
 from mmdet.registry import HOOKS
-from mmengine.hooks import Hook
 from torch import nn
 
 from mmaqd.quantization.mode import quantizers
 from mmaqd.quantization.quantizers.base import BaseQuantizer
 
-from .utils import check_run_args, draw_batches, replay_drawn, unwrap_model
+from .utils import BatchDrawingHook, draw_batches, unwrap_model
 
 
 def calibration_targets(model: nn.Module) -> Dict[str, BaseQuantizer]:
@@ -35,11 +35,11 @@ def calibration_targets(model: nn.Module) -> Dict[str, BaseQuantizer]:
 
 
 @HOOKS.register_module()
-class PercentileCalibrationHook(Hook):
+class PercentileCalibrationHook(BatchDrawingHook):
     """Calibrate uninitialised calibratable quantizers on ``num_batches`` training batches in ``before_train``.
 
     Args:
-        num_batches: n_cal, the number of calibration batches (fqn.md: 20).
+        num_batches: n_cal, the number of calibration batches (FQN section 3.4.1: 20).
         forward_mode: ``'tensor'`` (network forward) or ``'loss'`` (also the loss path).
 
     Priority ``ABOVE_NORMAL``: runs before :class:`~.quantizer_init_hook.QuantizerInitHook`, which would
@@ -50,19 +50,14 @@ class PercentileCalibrationHook(Hook):
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, num_batches: int = 20, forward_mode: str = 'tensor') -> None:
-        check_run_args(num_batches, forward_mode, type(self).__name__)
-        self.num_batches = num_batches
-        self.forward_mode = forward_mode
+        super().__init__(num_batches, forward_mode)
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
         targets = calibration_targets(model)
         if not targets:
-            dropped = replay_drawn(runner)
-            runner.logger.info('PercentileCalibrationHook: no quantizer needs calibration (all calibrated: '
-                               'resumed or loaded from a calibrated checkpoint); skipping'
-                               + (f'; resumed: skipped the {dropped} batch(es) hooks drew before the first step'
-                                  if dropped else ''))
+            self.skip(runner, 'no quantizer needs calibration (all calibrated: resumed or loaded from a calibrated '
+                      'checkpoint); skipping')
             return
         for q in targets.values():
             q.start_calibration()

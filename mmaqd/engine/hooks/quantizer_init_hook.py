@@ -1,12 +1,12 @@
 """Initialise data-driven quantizer ranges from training batches before the first optimizer step.
 
 Quantizers whose ranges start from data (``data_init``: LIQ's alpha, LSQ's step size, LQ-Nets' basis, FQN's
-activation range; METHOD.md "alpha initialization: a data-driven init is expected") initialise themselves on
-the first batch they see. Without this hook that batch is the first training step, whose forward then runs
-with a fresh range while the optimizer already steps. The hook runs ``num_batches`` training batches through
-the model first (eval mode, no gradients, BN statistics untouched; :func:`~.utils.run_batches`), so the first
-step starts from initialised ranges. A quantizer initialises once, on the first batch that reaches it; later
-batches only reach quantizers the first did not.
+activation range; the authors' AQD code, github.com/aim-uofa/model-quantization, starts LIQ's alpha at 1.0 or, for
+some layers, at 0.8 x a running mean of max|x| over its first 10 iterations instead) initialise themselves on the first
+batch they see. Without this hook that batch is the first training step, whose forward then runs with a fresh range
+while the optimizer already steps. The hook runs ``num_batches`` training batches through the model first (eval mode, no
+gradients, BN statistics untouched; :func:`~.utils.run_batches`), so the first step starts from initialised ranges. A
+quantizer initialises once, on the first batch that reaches it; later batches only reach quantizers the first did not.
 
 A fine-tune from a full-precision checkpoint has uninitialised quantizers (their state is absent from the
 checkpoint); a resumed run, or one loaded from a quantized checkpoint, has them initialised (the ``initialized``
@@ -19,13 +19,12 @@ Usage::
 from typing import Dict, List
 
 from mmdet.registry import HOOKS
-from mmengine.hooks import Hook
 from torch import nn
 
 from mmaqd.quantization.mode import quantizers
 from mmaqd.quantization.quantizers.base import BaseQuantizer
 
-from .utils import check_run_args, draw_batches, replay_drawn, unwrap_model
+from .utils import BatchDrawingHook, draw_batches, unwrap_model
 
 
 def pending_quantizers(model: nn.Module) -> Dict[str, BaseQuantizer]:
@@ -35,7 +34,7 @@ def pending_quantizers(model: nn.Module) -> Dict[str, BaseQuantizer]:
 
 
 @HOOKS.register_module()
-class QuantizerInitHook(Hook):
+class QuantizerInitHook(BatchDrawingHook):
     """Run ``num_batches`` training batches in ``before_train`` when data-init quantizers are uninitialised.
 
     Args:
@@ -50,19 +49,14 @@ class QuantizerInitHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, num_batches: int = 1, forward_mode: str = 'tensor') -> None:
-        check_run_args(num_batches, forward_mode, type(self).__name__)
-        self.num_batches = num_batches
-        self.forward_mode = forward_mode
+        super().__init__(num_batches, forward_mode)
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
         pending = pending_quantizers(model)
         if not pending:
-            dropped = replay_drawn(runner)
-            runner.logger.info('QuantizerInitHook: every data-init quantizer is already initialised (resumed, '
-                               'loaded from a quantized checkpoint or set up by an earlier hook); nothing to do'
-                               + (f'; resumed: skipped the {dropped} batch(es) hooks drew before the first step'
-                                  if dropped else ''))
+            self.skip(runner, 'every data-init quantizer is already initialised (resumed, loaded from a quantized '
+                      'checkpoint or set up by an earlier hook); nothing to do')
             return
         ran = draw_batches(runner, self.num_batches, self.forward_mode)
         left: List[str] = [name for name, q in pending.items() if not bool(q.initialized)]

@@ -3,14 +3,16 @@ without gradients and without touching BN statistics (:func:`draw_batches`), dra
 data in a way that a resumed run replays (:func:`replay_drawn`), so that it trains on the same batches as the
 uninterrupted run.
 
-:class:`~mmaqd.engine.hooks.QuantizerInitHook` (data-driven quantizer init before the first optimizer step,
-METHOD.md "alpha initialization") and :class:`~mmaqd.engine.hooks.PercentileCalibrationHook` (FQN's calibration
-on n_cal training batches, fqn.md 3.4.1) both run :func:`run_batches`.
+:class:`~mmaqd.engine.hooks.QuantizerInitHook` (data-driven quantizer init before the first optimizer step)
+and :class:`~mmaqd.engine.hooks.PercentileCalibrationHook` (FQN's calibration on n_cal training batches, FQN,
+Li et al., CVPR 2019, section 3.4.1) both run :func:`run_batches`.
+Both derive from :class:`BatchDrawingHook` (their arguments, and the log line of a run that needs no batch).
 """
 from itertools import islice
 from typing import Iterable
 
 import torch
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import nn
 
@@ -103,3 +105,24 @@ def replay_drawn(runner) -> int:
     for _ in range(n):
         next(iterator)
     return n
+
+
+class BatchDrawingHook(Hook):
+    """Base of the hooks that run ``num_batches`` training batches in ``before_train`` (:func:`draw_batches`).
+
+    Args:
+        num_batches: training batches to run (>= 1).
+        forward_mode: ``'tensor'`` (network forward) or ``'loss'`` (also the loss path).
+    """
+
+    def __init__(self, num_batches: int, forward_mode: str = 'tensor') -> None:
+        check_run_args(num_batches, forward_mode, type(self).__name__)
+        self.num_batches = num_batches
+        self.forward_mode = forward_mode
+
+    def skip(self, runner, reason: str) -> None:
+        """Log why no batch is needed; a resumed run still drops the batches hooks drew (:func:`replay_drawn`)."""
+        dropped = replay_drawn(runner)
+        runner.logger.info(f'{type(self).__name__}: {reason}'
+                           + (f'; resumed: skipped the {dropped} batch(es) hooks drew before the first step'
+                              if dropped else ''))

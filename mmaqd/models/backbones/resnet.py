@@ -1,9 +1,10 @@
 """ResNet whose residual adds are ``Add`` modules, so a fully quantized graph can quantize them.
 
-METHOD.md: the public AQD code never quantized skip-connection adds; FQN (fqn.md 3) quantizes them with a
-fixed-point rescale of both operands. Here the blocks compute ``relu(add(out, identity))`` with an
-:class:`mmaqd.quantization.layers.Add`, which ``quantize_model(..., quantize_adds=True)`` turns into a ``QAdd``.
-With no conversion the network computes exactly mmdet's ResNet and has the same state_dict keys.
+The authors' AQD code (github.com/aim-uofa/model-quantization) never quantized skip-connection adds; FQN
+(Li et al., CVPR 2019, section 3.6) quantizes them with a fixed-point rescale of both operands. Here the blocks compute
+``relu(add(out, identity))`` with an :class:`mmaqd.quantization.layers.Add`, which
+``quantize_model(..., quantize_adds=True)`` turns into a ``QAdd``. With no conversion the network computes exactly
+mmdet's ResNet and has the same state_dict keys.
 """
 import torch.utils.checkpoint as cp
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet

@@ -1,4 +1,5 @@
-"""FCOS head with multi-level BN (aqd.md 3.2; head convs conv -> BN -> ReLU as in 4.3; ablation in 4.5).
+"""FCOS head with multi-level BN (AQD, arXiv 2007.06919v1, section 3.2; head convs conv -> BN -> ReLU as in 4.3;
+ablation in 4.5).
 
 The stacked cls/reg convs stay shared across FPN levels; each of their norms becomes a :class:`MultiLevelNorm`
 with one norm per level (``len(strides)``), so state_dict keys are ``cls_convs.<i>.<norm_name>.norms.<level>.*``.

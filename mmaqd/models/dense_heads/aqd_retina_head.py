@@ -1,8 +1,8 @@
-"""RetinaNet head with multi-level BN (aqd.md 3.2; head convs conv -> BN -> ReLU as in 4.3).
+"""RetinaNet head with multi-level BN (AQD, arXiv 2007.06919v1, section 3.2; head convs conv -> BN -> ReLU as in 4.3).
 
 The stacked cls/reg convs stay shared across FPN levels; each of their norms becomes a :class:`MultiLevelNorm`
 with one norm per anchor-generator level, so state_dict keys are ``cls_convs.<i>.<norm_name>.norms.<level>.*``.
-``multi_level_norm=False`` is the shared-BN variant (aqd.md Table 3), i.e. mmdet's ``RetinaHead`` unchanged.
+``multi_level_norm=False`` is the shared-BN variant (AQD Table 3), i.e. mmdet's ``RetinaHead`` unchanged.
 """
 from typing import List, Tuple
 

@@ -1,5 +1,5 @@
-"""Auxi: quantized detectors trained with a full-precision auxiliary module (Zhuang et al., CVPR 2020; the
-baseline of aqd.md Table 2, METHOD.md "Auxi").
+"""Auxi: quantized detectors trained with a full-precision auxiliary module (Zhuang et al., CVPR 2020,
+arXiv 1903.11236; a baseline of AQD, arXiv 2007.06919v1, Table 2).
 
 The quantized detector (``quant_cfg``, as :class:`QRetinaNet` / :class:`QFCOS`) gets, for training only, a
 full-precision auxiliary stream: an adaptor (1x1 conv + BN (+ ReLU)) on each backbone stage output its neck
@@ -15,8 +15,8 @@ the quantized backbone also receives gradients through full-precision routes. ``
                               head=None))   # None: copy of the main bbox_head cfg; a dict: merged onto it
 
 ``aux_cfg=None`` builds the plain quantized detector (the deployed model): its state-dict keys are those of
-the Auxi model minus the ``aux_*`` ones, see :meth:`AuxiliaryDetectorMixin.deploy_state_dict` and
-``tools/model_converters/strip_auxiliary.py``.
+the Auxi model minus the ``aux_*`` ones: :func:`strip_auxiliary` turns an Auxi state dict into it (what
+``tools/model_converters/strip_auxiliary.py`` writes).
 
 The auxiliary modules are built after ``quant_cfg`` has converted the detector, so they stay full precision
 whatever the quantization scope (the configs' scope, backbone/neck/bbox_head, does not name them either).
@@ -31,8 +31,9 @@ from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 from mmcv.cnn import ConvModule
-from mmengine.logging import print_log
 from mmdet.registry import MODELS
+from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from mmaqd.quantization.quantizers.base import BaseQuantizer
@@ -59,19 +60,13 @@ def strip_auxiliary(state_dict: Dict[str, Tensor]) -> Tuple['OrderedDict[str, Te
     return kept, removed
 
 
-def merge_cfg(base: Optional[dict], update: Optional[dict]) -> Optional[dict]:
-    """A deep copy of ``base`` with ``update`` merged in recursively (``_delete_=True`` in a dict replaces)."""
-    if update is None:
-        return copy.deepcopy(base)
-    update = dict(update)
-    if base is None or update.pop('_delete_', False):
-        return copy.deepcopy(update)
-    out = copy.deepcopy(dict(base))
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_cfg(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+def _merged(base: Optional[dict], update: Optional[dict]) -> Optional[ConfigDict]:
+    """A copy of ``base`` with ``update`` merged in by mmengine's config merge (nested dicts merge key by key,
+    ``_delete_=True`` replaces); ``None`` when both are ``None``."""
+    if base is None and update is None:
+        return None
+    out = ConfigDict(copy.deepcopy(base or {}))
+    out.merge(update or {})
     return out
 
 
@@ -108,19 +103,19 @@ class AuxiliaryDetectorMixin:
             raise KeyError(f'aux_cfg: unknown key(s) {bad}; allowed: {list(_AUX_KEYS)}')
         self.aux_loss_weight = float(aux_cfg.get('loss_weight', 1.0))
 
-        neck_cfg = merge_cfg(neck_cfg, aux_cfg.get('neck'))
+        neck_cfg = _merged(neck_cfg, aux_cfg.get('neck'))
         if neck_cfg is None or 'in_channels' not in neck_cfg:
             raise ValueError('aux_cfg: the auxiliary branch needs a neck with in_channels (the main neck cfg, '
                              f'or aux_cfg.neck); got {neck_cfg!r}')
         self.aux_neck = MODELS.build(neck_cfg)
 
-        head_cfg = merge_cfg(head_cfg, aux_cfg.get('head'))
+        head_cfg = _merged(head_cfg, aux_cfg.get('head'))
         head_cfg.update(train_cfg=copy.deepcopy(self.train_cfg), test_cfg=copy.deepcopy(self.test_cfg))
         self.aux_head = MODELS.build(head_cfg)
 
         # one adaptor per backbone stage the neck uses; Identity (no state) for the stages it ignores
-        adaptor = merge_cfg(dict(norm_cfg=dict(type='BN', requires_grad=True), act_cfg=dict(type='ReLU')),
-                            aux_cfg.get('adaptor'))
+        adaptor = _merged(dict(norm_cfg=dict(type='BN', requires_grad=True), act_cfg=dict(type='ReLU')),
+                          aux_cfg.get('adaptor'))
         channels = list(neck_cfg['in_channels'])
         first = getattr(self.aux_neck, 'start_level', 0)
         end = getattr(self.aux_neck, 'backbone_end_level', len(channels))
@@ -135,22 +130,6 @@ class AuxiliaryDetectorMixin:
     def aux_modules(self) -> Dict[str, nn.Module]:
         """The auxiliary branch's top-level modules by name (empty without it)."""
         return {name: m for name, m in self._modules.items() if name.startswith(AUX_PREFIX) and m is not None}
-
-    def deploy_state_dict(self, prefix: str = '', keep_vars: bool = False) -> 'OrderedDict[str, Tensor]':
-        """``state_dict()`` without the auxiliary branch: what the model built with ``aux_cfg=None`` loads."""
-        state = self.state_dict(prefix=prefix, keep_vars=keep_vars)
-        kept = OrderedDict((k, v) for k, v in state.items() if not is_auxiliary_key(k[len(prefix):]))
-        metadata = getattr(state, '_metadata', None)
-        if metadata is not None:
-            kept._metadata = OrderedDict((k, v) for k, v in metadata.items()
-                                         if not is_auxiliary_key(k[len(prefix):]))
-        return kept
-
-    def remove_auxiliary(self) -> None:
-        """Drop the auxiliary branch in place; the model becomes the one built with ``aux_cfg=None``."""
-        for name in self.aux_modules():
-            delattr(self, name)
-        self.aux_cfg = None
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):

@@ -1,15 +1,16 @@
-"""Multi-level normalization: one norm layer per FPN level behind a shared conv (aqd.md 3.2, multi-level BN).
+"""Multi-level normalization: one norm layer per FPN level behind a shared conv (AQD, arXiv 2007.06919v1, section 3.2,
+multi-level BN).
 
 A one-stage head runs the same conv tower on every pyramid level; AQD keeps those conv weights shared but gives
 each level its own BN (own running statistics, own gamma/beta), because the batch statistics of the levels
-diverge once the network is quantized (aqd.md 3.2, Table 3). :class:`MultiLevelNorm` holds ``num_levels`` norm
+diverge once the network is quantized (AQD section 3.2, Table 3). :class:`MultiLevelNorm` holds ``num_levels`` norm
 layers built from one ``norm_cfg`` and applies the one of ``current_level``. :class:`MultiLevelNormHeadMixin`
 splits a head's tower norms this way and sets the level before it runs a level's features through the tower
 (used by :mod:`mmaqd.models.dense_heads`).
 
 A full-precision BN-head checkpoint (one shared norm: ``<prefix>weight``, ``bias``, ``running_mean``, ...) loads
 into every level's copy (see :meth:`MultiLevelNorm._load_from_state_dict`), so the quantized model starts from
-the FP model exactly (METHOD.md: every quantized model is initialised from the FP checkpoint).
+the FP model exactly (every quantized config's ``load_from`` is the FP checkpoint of its recipe).
 """
 import numbers
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ class MultiLevelNorm(nn.Module):
 def _merge_levels_on_load(state_dict, prefix, *args) -> None:
     """Load-state-dict pre-hook of a shared norm: a checkpoint of a multi-level head (``<prefix>norms.<i>.*``)
     loads into it as the mean over the levels of each tensor (the shared-BN ablation started from a multi-level
-    checkpoint, aqd.md Table 3). A checkpoint with the shared keys loads as usual."""
+    checkpoint, AQD, arXiv 2007.06919v1, Table 3). A checkpoint with the shared keys loads as usual."""
     level_keys = [k for k in state_dict if k.startswith(prefix + 'norms.')]
     # (BatchNorm's own loader has already filled in a default num_batches_tracked: not a shared key)
     if not level_keys or any(k.startswith(prefix) and '.' not in k[len(prefix):] and

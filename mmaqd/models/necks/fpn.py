@@ -1,8 +1,9 @@
 """FPN whose top-down adds are ``Add`` modules, so a fully quantized graph can quantize them.
 
-FQN (fqn.md 3) quantizes the FPN's element-wise adds and uses nearest upsampling (mmdet's default here); the
-public AQD code left the adds in full precision (METHOD.md). ``QFPN`` computes exactly mmdet's FPN, with the
-same state_dict keys, until ``quantize_model(..., quantize_adds=True)`` turns each ``Add`` into a ``QAdd``.
+FQN (Li et al., CVPR 2019, section 3.6) quantizes the FPN's element-wise adds and uses nearest upsampling (mmdet's
+default here); the public AQD code (github.com/aim-uofa/model-quantization) left the adds in full precision. ``QFPN``
+computes exactly mmdet's FPN, with the same state_dict keys, until ``quantize_model(..., quantize_adds=True)`` turns
+each ``Add`` into a ``QAdd``.
 """
 from typing import Tuple
 

@@ -1,7 +1,8 @@
-"""QConvBN / FoldedBN: a quantized conv with the BatchNorm after it folded into its weight (fqn.md 3.5).
+"""QConvBN / FoldedBN: a quantized conv with the BatchNorm after it folded into its weight
+(FQN, Li et al., CVPR 2019, section 3.5).
 
 FQN quantizes the BN-folded weight, with the BN statistics frozen at the EMA values of full-precision training
-(fqn.md 3.5.1, Figure 3): with s = gamma / sqrt(var_EMA + eps) per output channel,
+(section 3.5.1, Figure 3): with s = gamma / sqrt(var_EMA + eps) per output channel,
 
     W_fold = s * W                          (eq. 13)
     b_fold = s * (b - mu_EMA) + beta        (eq. 14)
@@ -9,14 +10,15 @@ FQN quantizes the BN-folded weight, with the BN statistics frozen at the EMA val
 and the layer computes ``conv(Q_X(x), Q_W(W_fold)) + b_fold``; BN is not applied separately, its running
 statistics never change, and gamma, beta and W train through W_fold and b_fold.
 
-Before freezing (``frozen=False``: the Table 2 rows without F, Jacob et al. [17], eq. 11-12; Table 3 freezes
+Before freezing (``frozen=False``: the Table 2 rows without F, Jacob et al., CVPR 2018, eq. 11-12; Table 3 freezes
 only for the last steps), a *training* forward folds with the batch statistics instead: the float conv
 ``y = conv(Q_X(x), W) + b`` gives mu_b and the biased sigma_b^2 over (N, H, W) (gradients flow through them, as
 through a BN), the EMA is updated as ``nn.BatchNorm2d`` updates it (momentum, unbiased variance,
 ``num_batches_tracked``), and the output is ``conv(Q_X(x), Q_W(gamma / sigma_b * W)) + b_fold(mu_b, sigma_b)``.
-That costs one extra float conv. Whitepaper [18]'s correction factor (sigma_b / sigma_EMA) is not modelled.
-With BN in eval mode (inference, calibration, mmdet's ``norm_eval``) both modes fold the EMA statistics.
-A folded SyncBN averages the batch statistics over processes (differentiably); a plain BN uses its own batch.
+That costs one extra float conv. The quantization whitepaper's (Krishnamoorthi, arXiv 1806.08342) correction factor
+(sigma_b / sigma_EMA) is not modelled. With BN in eval mode (inference, calibration, mmdet's ``norm_eval``) both modes
+fold the EMA statistics. A folded SyncBN averages the batch statistics over processes (differentiably); a plain BN uses
+its own batch.
 
 Structure, so that state_dict keys and optimizer entries do not change: the conv is replaced by a
 :class:`QConvBN` sharing its Parameters; the BN, where it was, by a :class:`FoldedBN` sharing its Parameters and

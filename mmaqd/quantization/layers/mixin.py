@@ -1,10 +1,10 @@
 """What QConv2d and QLinear share: building their two quantizers and applying them.
 
-A quantized layer computes ``op(Q_X(x), Q_W(w))`` (aqd.md eq. 1, LIQ in section 3.3): the weight quantizer
-Q_W sees the layer's weight (dim 0 = output channels), the activation quantizer Q_X sees the layer's input.
+A quantized layer computes ``op(Q_X(x), Q_W(w))`` (AQD, arXiv 2007.06919v1, eq. 1, LIQ in section 3.3): the weight
+quantizer Q_W sees the layer's weight (dim 0 = output channels), the activation quantizer Q_X sees the layer's input.
 Either may be ``None``, which keeps that side in full precision.
 
-Signedness defaults: weights are symmetric around 0 (``signed=True``, aqd.md eq. 3); activations are left to
+Signedness defaults: weights are symmetric around 0 (``signed=True``, AQD eq. 3); activations are left to
 the first batch (``signed=None``), since a layer's input may be a ReLU output (unsigned) or a normalized image /
 residual sum (signed). A ``signed`` key in a config overrides either default. Every quantizer is told its role
 (``mode='weight'`` / ``'act'``, e.g. LIQ eq. 3 vs eq. 4).

@@ -4,9 +4,10 @@ Models that want their adds quantized (ResNet residual adds, FPN top-down adds) 
 module; :func:`mmaqd.quantization.quantize_model` turns each into a ``QAdd`` when the config asks for a fully
 quantized graph (``quantize_adds=True``). ``Add`` has no state, so checkpoint keys do not change.
 
-Closes a gap of the public AQD code (METHOD.md: skip-connection adds were never quantized in training): the
-ResNet residual add and the FPN top-down add see quantized operands and produce a quantized sum, as FQN's
-fully quantized detector does (fqn.md; integer export rescales both operands to a common scale).
+Closes a gap of the authors' AQD code (github.com/aim-uofa/model-quantization: skip-connection adds were never quantized
+in training): the ResNet residual add and the FPN top-down add see quantized operands and produce a quantized sum, as
+FQN's fully quantized detector does (Li et al., CVPR 2019, section 3.6; integer export rescales both operands to a
+common scale).
 """
 from typing import Optional
 

@@ -1,7 +1,7 @@
 """QConv2d: a Conv2d whose input and weight pass through fake quantizers, ``conv(Q_X(x), Q_W(w))``.
 
-Implements the quantized convolution of AQD (aqd.md eq. 1 and section 3.3; 4.3 quantizes every conv of
-backbone, FPN and heads this way). Bias stays full precision (it is folded at integer export).
+Implements the quantized convolution of AQD (arXiv 2007.06919v1, eq. 1 and section 3.3; section 4.3 quantizes every conv
+of backbone, FPN and heads this way). Bias stays full precision (it is folded at integer export).
 """
 from typing import Optional
 

@@ -1,10 +1,10 @@
 """QConv2dOut: a QConv2d whose output is quantized too, ``Q_out(conv(Q_X(x), Q_W(w)))``.
 
 For the last layers of a fully quantized detector: FQN quantizes "all activations ... from the normalized input,
-to the final predictions feeding into anchor regression and non-maximum suppression" (fqn.md 3.4), so the
-outputs of the prediction convs (class logits, box deltas) are quantized as well. Every other activation is
-quantized where it is consumed (the next layer's input quantizer, a QAdd); a prediction has no consumer inside
-the network, hence the output quantizer.
+to the final predictions feeding into anchor regression and non-maximum suppression" (FQN, Li et al., CVPR 2019,
+section 3.4), so the outputs of the prediction convs (class logits, box deltas) are quantized as well. Every other
+activation is quantized where it is consumed (the next layer's input quantizer, a QAdd); a prediction has no consumer
+inside the network, hence the output quantizer.
 """
 from typing import Optional
 

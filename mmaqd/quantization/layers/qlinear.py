@@ -1,6 +1,7 @@
 """QLinear: a Linear layer whose input and weight pass through fake quantizers, ``linear(Q_X(x), Q_W(w))``.
 
-The fully connected counterpart of :class:`QConv2d` (aqd.md eq. 1, section 3.3). Bias stays full precision.
+The fully connected counterpart of :class:`QConv2d` (AQD, arXiv 2007.06919v1, eq. 1, section 3.3). Bias stays full
+precision.
 """
 from typing import Optional
 

@@ -1,5 +1,5 @@
-from .base import MAX_BITS, MIN_BITS, BaseQuantizer, check_bits  # noqa: F401
 from .affine import FQNAffine
+from .base import MAX_BITS, MIN_BITS, BaseQuantizer, check_bits  # noqa: F401
 from .dorefa import DoReFa
 from .liq import LIQ
 from .lqnet import LQNet

@@ -1,4 +1,5 @@
-"""FQN's asymmetric uniform quantizer (fqn.md section 3.2-3.4 and 3.6, eq. 2-6 and 8-10).
+"""FQN's asymmetric uniform quantizer (FQN, Li et al., CVPR 2019, sections 3.2-3.4 and 3.6,
+eq. 2-6 and 8-10).
 
 Range [lb, ub] (widened to contain 0), delta = (ub - lb) / (2^k - 1) (eq. 4), zero point
 z = clamp(round(-lb / delta), 0, 2^k - 1); the range is nudged to [-z delta, (2^k - 1 - z) delta] so that real 0

@@ -1,8 +1,8 @@
 """The contract every quantizer in mmaqd follows.
 
 A quantizer is an ``nn.Module`` that maps a float tensor to its fake-quantized (quantized, then de-quantized)
-float tensor of the same shape and dtype. The paper's notation (aqd.md eq. 1): a transformer T maps the value
-into the quantizer's normalized range, a discretizer D rounds it; ``forward`` returns the value brought back to
+float tensor of the same shape and dtype. The notation of AQD (arXiv 2007.06919v1, eq. 1): a transformer T maps the
+value into the quantizer's normalized range, a discretizer D rounds it; ``forward`` returns the value brought back to
 the original scale, so that a quantized layer computes ``conv(Q_X(x), Q_W(w))``.
 
 State that a checkpoint must carry (learned ranges, step sizes, offsets, bases, calibration results, and

@@ -1,5 +1,6 @@
-"""LIQ, the learned interval quantizer of AQD (aqd.md section 3.3, eq. 3-7), with an optional weight
-normalization (aqd.md 4.3, following APOT) and a data-driven initialisation of the interval alpha.
+"""LIQ, the learned interval quantizer of AQD (arXiv 2007.06919v1, section 3.3, eq. 3-7), with an optional
+weight normalization (AQD section 4.3, following APOT, arXiv 1909.13144) and a data-driven initialisation of the
+interval alpha.
 
 The value and gradient maths is :func:`mmaqd.ops.liq_fake_quant`; this module owns alpha and its init:
 

@@ -1,5 +1,5 @@
 """LSQ (Esser et al., ICLR 2020) and LSQ+ (Bhalgat et al., CVPRW 2020): uniform quantizers with a learned
-step size s, in the notation of aqd.md section 3.1 (eq. 1-2).
+step size s, in the notation of AQD (arXiv 2007.06919v1) sections 3.1 and 3.3 (eq. 1-2).
 
 LSQ:  out = round(clip(x / s, -Q_N, Q_P)) * s, with Q_N = 2^(k-1), Q_P = 2^(k-1) - 1 for a signed range
 (weights) and Q_N = 0, Q_P = 2^k - 1 for an unsigned one. Straight-through round; the gradient of s is

@@ -1,14 +1,14 @@
-"""What weights assume beyond their keys (mmaqd.engine.model_convention), read from configs and checkpoint text
-(mmaqd.engine.config_text) without running it."""
+"""What weights assume beyond their keys (mmaqd_tools.model_convention, tools/), read from configs and checkpoint text
+(mmaqd_tools.config_text) without running it."""
 import os.path as osp
 
 import pytest
 from mmengine.config import Config
 
 from conftest import ROOT
-from mmaqd.engine.config_text import Opaque, checkpoint_config, literal_config
-from mmaqd.engine.model_convention import (ConventionMismatchError, check_convention, convention_mismatches,
-                                           describe, model_convention)
+from mmaqd_tools.config_text import Opaque, checkpoint_config, literal_config
+from mmaqd_tools.model_convention import (ConventionMismatchError, check_convention, convention_mismatches, describe,
+                                          model_convention)
 
 MMDET_FCOS = osp.join(osp.dirname(__import__('mmdet').__file__), '.mim', 'configs', 'fcos')
 ZOO = osp.join(MMDET_FCOS, 'fcos_r50-caffe_fpn_gn-head_1x_coco.py')

@@ -27,6 +27,8 @@ def read_state_dict(parser: argparse.ArgumentParser,
             parser.error(f'dst {args.dst} is the input checkpoint; write the result to a new file')
         if not args.force:
             parser.error(f'dst {args.dst} exists; pass --force to overwrite it')
+    from mmaqd.engine.checkpoint_compat import allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()  # mmengine's own checkpoints hold its message hub: let the safe unpickler read it
     try:
         ckpt = torch.load(args.src, map_location='cpu', weights_only=not args.trust_checkpoint)
     except Exception as e:  # noqa: BLE001  (the safe unpickler's errors have many types)

@@ -1,4 +1,4 @@
-"""mmaqd.engine.experiment: config building, CocoMetric conversion, tables, and train / resume / reuse decisions."""
+"""mmaqd_tools.experiment: config building, CocoMetric conversion, tables, and train / resume / reuse decisions."""
 import json
 import os
 import os.path as osp
@@ -7,8 +7,7 @@ import pytest
 from mmengine.config import Config
 
 from conftest import ROOT
-from mmaqd.engine.experiment import (METRICS, build_stage_cfg, coco_ap, markdown_table, rescale_schedule,
-                                     run_stage)
+from mmaqd_tools.experiment import METRICS, build_stage_cfg, coco_ap, markdown_table, rescale_schedule, run_stage
 
 AQD4 = osp.join(ROOT, 'configs/aqd/fcos_r18-c32_fpn_aqd-w4a4_synth.py')
 COCO = {'coco/bbox_mAP': 0.312, 'coco/bbox_mAP_50': 0.5, 'coco/bbox_mAP_75': 0.3, 'coco/bbox_mAP_s': -1.0,

@@ -1,7 +1,8 @@
 """Train-then-test experiments through mmengine's Runner: the part of the repo's jobs that is not a table of configs.
 
-Used by ``tools/pipeline.py`` (the main job) and ``tools/benchmark/accuracy.py``. A *stage* is one config trained
-in its own work dir and evaluated on the val split with pycocotools (mmdet's ``CocoMetric``):
+Used by ``tools/pipeline.py`` (the main job) and ``tools/benchmark/accuracy.py``, with the stages of
+:mod:`mmaqd_tools.stages`. A *stage* is one config trained in its own work dir and evaluated on the val split with
+pycocotools (mmdet's ``CocoMetric``):
 
 * :func:`build_stage_cfg` loads the config and applies, in order, the data root, ``--cfg-options`` and the work
   dir; optionally it stretches the iteration schedule to a changed ``max_iters``.
@@ -263,4 +264,3 @@ def machine_info() -> Dict[str, object]:
         device = f'cuda ({torch.cuda.get_device_name(0)})'
     return dict(platform=platform.platform(), python=platform.python_version(), cpu_count=os.cpu_count(),
                 torch=torch.__version__, torch_threads=torch.get_num_threads(), device=device)
-

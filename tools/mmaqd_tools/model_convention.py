@@ -12,7 +12,7 @@ A checkpoint of one then loads into the other without a word, and the detector i
   ``bbox_head.centerness_on_reg`` (centerness computed from the regression tower, not the classification one).
 
 :func:`model_convention` reads these from a config (an mmengine ``Config`` or a literal one from
-:mod:`mmaqd.engine.config_text`; mmdet 3.x or 2.x layout); :func:`check_convention` refuses a difference with a
+:mod:`mmaqd_tools.config_text`; mmdet 3.x or 2.x layout); :func:`check_convention` refuses a difference with a
 :class:`ConventionMismatchError` naming both sides. A setting that cannot be read on one side is not compared
 (:func:`convention_mismatches` says which).
 """
@@ -38,7 +38,7 @@ def _type(cfg: Any) -> str:
 
 def _floats(value: Any) -> Optional[Tuple[float, ...]]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 for v in value):
+                                                for v in value):
         return tuple(float(v) for v in value)
     return None
 
