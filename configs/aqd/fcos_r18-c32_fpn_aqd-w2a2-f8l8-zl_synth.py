@@ -4,4 +4,4 @@
 # `tools/deploy.py CONFIG CKPT --format onnx`. Its AP cost against the default grid: configs/aqd/README.md.
 _base_ = './fcos_r18-c32_fpn_aqd-w2a2-f8l8_synth.py'
 
-model = dict(quant_cfg=dict(weight=dict(zero_level=True), act=dict(zero_level=True)))
+model = dict(quant_cfg=dict(weight_quant=dict(zero_level=True), input_quant=dict(zero_level=True)))

@@ -10,12 +10,12 @@ _base_ = '../fcos/fcos_r18_fpn_bn-head_90k_coco.py'
 model = dict(
     type='QFCOS',
     # weights come from load_from (the FP detector), not from ImageNet
-    backbone=dict(type='QResNet', init_cfg=None),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet', init_cfg=None),
+    neck=dict(type='AddModuleFPN'),
     bbox_head=dict(type='AQDFCOSHead', multi_level_norm=True),
     quant_cfg=dict(
-        weight=dict(type='LIQ', bits=4, weight_norm=True),
-        act=dict(type='LIQ', bits=4),
+        weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+        input_quant=dict(type='LIQ', bits=4),
         scope=['backbone', 'neck', 'bbox_head'],
         first_layer='backbone.conv1',
         first_layer_bits=None,  # None: full precision (paper); 8: "F8"

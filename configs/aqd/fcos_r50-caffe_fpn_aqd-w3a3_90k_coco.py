@@ -2,4 +2,4 @@
 # fcos_r50-caffe_fpn_aqd-w4a4_90k_coco.py for the zoo settings kept and the checkpoint conversion.
 _base_ = './fcos_r50-caffe_fpn_aqd-w4a4_90k_coco.py'
 
-model = dict(quant_cfg=dict(weight=dict(bits=3), act=dict(bits=3)))
+model = dict(quant_cfg=dict(weight_quant=dict(bits=3), input_quant=dict(bits=3)))

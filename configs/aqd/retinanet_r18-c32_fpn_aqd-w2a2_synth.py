@@ -1,4 +1,4 @@
 # AQD RetinaNet on the generated benchmark at 2 bits (the recipe of retinanet_r18_fpn_aqd-w2a2_90k_coco.py).
 _base_ = './retinanet_r18-c32_fpn_aqd-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2)))
+model = dict(quant_cfg=dict(weight_quant=dict(bits=2), input_quant=dict(bits=2)))

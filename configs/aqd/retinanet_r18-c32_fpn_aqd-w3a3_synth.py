@@ -1,4 +1,4 @@
 # AQD RetinaNet on the generated benchmark at 3 bits (the recipe of retinanet_r18_fpn_aqd-w3a3_90k_coco.py).
 _base_ = './retinanet_r18-c32_fpn_aqd-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(weight=dict(bits=3), act=dict(bits=3)))
+model = dict(quant_cfg=dict(weight_quant=dict(bits=3), input_quant=dict(bits=3)))

@@ -8,12 +8,12 @@ _base_ = ['../retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', './_base_/sched
 
 model = dict(
     type='QRetinaNet',
-    backbone=dict(type='QResNet'),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet'),
+    neck=dict(type='AddModuleFPN'),
     bbox_head=dict(type='AQDRetinaHead', multi_level_norm=True),
     quant_cfg=dict(
-        weight=dict(type='LIQ', bits=4, weight_norm=True),
-        act=dict(type='LIQ', bits=4),
+        weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+        input_quant=dict(type='LIQ', bits=4),
         scope=['backbone', 'neck', 'bbox_head'],
         first_layer='backbone.conv1',
         first_layer_bits=None,

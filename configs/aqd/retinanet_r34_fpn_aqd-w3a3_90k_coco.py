@@ -4,5 +4,5 @@ _base_ = './retinanet_r18_fpn_aqd-w4a4_90k_coco.py'
 
 model = dict(
     backbone=dict(depth=34),
-    quant_cfg=dict(weight=dict(bits=3), act=dict(bits=3)))
+    quant_cfg=dict(weight_quant=dict(bits=3), input_quant=dict(bits=3)))
 load_from = 'work_dirs/retinanet_r34_fpn_bn-head_90k_coco/iter_90000.pth'

@@ -11,11 +11,11 @@ model = dict(
     # of the FP benchmark's per-level BNs)
     bbox_head=dict(multi_level_norm=False),
     type='AuxiRetinaNet',
-    backbone=dict(type='QResNet'),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet'),
+    neck=dict(type='AddModuleFPN'),
     quant_cfg=dict(
-        weight=dict(type='LIQ', bits=4, weight_norm=True),
-        act=dict(type='LIQ', bits=4),
+        weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+        input_quant=dict(type='LIQ', bits=4),
         scope=['backbone', 'neck', 'bbox_head'],  # the auxiliary module (aux_*) is outside: full precision
         first_layer='backbone.conv1',
         first_layer_bits=None,

@@ -11,8 +11,9 @@
 # neither a detector's activation ranges nor its signed FPN outputs. LIQ uses the same kind of uniform grid with
 # a learned clipping interval, and with the settings of the LIQ configs this baseline differs from plain LIQ
 # training only by the auxiliary module. As in the public Auxi code (and AQD's), the conv weights and inputs
-# are quantized; the residual and FPN adds stay full precision (quantize_adds=False). QResNet / QFPN compute
-# exactly ResNet / FPN here; they are there so `model.quant_cfg.quantize_adds=True` gives a fully quantized graph.
+# are quantized; the residual and FPN adds stay full precision (quantize_adds=False). AddModuleResNet / AddModuleFPN
+# compute exactly ResNet / FPN here; their adds are modules so that `model.quant_cfg.quantize_adds=True` gives a fully
+# quantized graph.
 #
 # Schedule: the paper's COCO schedule for quantized models (AQD section 4.3): 90k iterations, batch 16, lr 0.01
 # /10 at 60k and 80k, initialised from the full-precision RetinaNet R18 of
@@ -24,11 +25,11 @@ _base_ = '../retinanet/retinanet_r18_fpn_bn-head_90k_coco.py'
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     type='AuxiRetinaNet',
-    backbone=dict(type='QResNet'),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet'),
+    neck=dict(type='AddModuleFPN'),
     quant_cfg=dict(
-        weight=dict(type='LIQ', bits=4, weight_norm=True),
-        act=dict(type='LIQ', bits=4),
+        weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+        input_quant=dict(type='LIQ', bits=4),
         scope=['backbone', 'neck', 'bbox_head'],  # the auxiliary module (aux_*) is outside: full precision
         first_layer='backbone.conv1',
         first_layer_bits=None,

@@ -6,8 +6,8 @@
 #      training batches before fine-tuning (PercentileCalibrationHook; gamma = 0.999), then fixed;
 #   C  weights per output channel, asymmetric min/max of the folded weight (eq. 9-10).
 # Everything is quantized at 4 bits, first and last layers included: the normalized input (backbone.conv1's input),
-# every conv input, the residual and FPN adds (operands and sums; QResNet / QFPN, nearest upsampling) and the
-# outputs of the prediction convs. The eight F/P/C combinations of FQN Table 2 are in ablations/.
+# every conv input, the residual and FPN adds (operands and sums; AddModuleResNet / AddModuleFPN, nearest upsampling)
+# and the outputs of the prediction convs. The eight F/P/C combinations of FQN Table 2 are in ablations/.
 # Fine-tuned from the FP benchmark checkpoint written by tools/pipeline.py (stage `fp-retinanet`; or
 # --cfg-options load_from=PATH) for the iterations and base lr of the shared benchmark fine-tuning schedule
 # (configs/aqd/_base_/schedule_synth_finetune.py), with FQN's constant learning rate (FQN section 4: "fixed").
@@ -18,11 +18,11 @@ model = dict(
     # of the FP benchmark's per-level BNs)
     bbox_head=dict(multi_level_norm=False),
     type='QRetinaNet',
-    backbone=dict(type='QResNet'),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet'),
+    neck=dict(type='AddModuleFPN'),
     quant_cfg=dict(
-        weight=dict(type='FQNAffine', bits=4, per_channel=True),
-        act=dict(type='FQNAffine', bits=4, percentile=0.999),
+        weight_quant=dict(type='FQNAffine', bits=4, per_channel=True),
+        input_quant=dict(type='FQNAffine', bits=4, percentile=0.999),
         scope=['backbone', 'neck', 'bbox_head'],
         output_layers=['bbox_head.retina_cls', 'bbox_head.retina_reg'],
         quantize_adds=True,

@@ -16,11 +16,11 @@ _base_ = '../retinanet/retinanet_r18_fpn_bn-head_90k_coco.py'
 model = dict(
     type='QRetinaNet',
     # weights come from load_from (the FP detector), not from ImageNet
-    backbone=dict(type='QResNet', init_cfg=None),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet', init_cfg=None),
+    neck=dict(type='AddModuleFPN'),
     quant_cfg=dict(
-        weight=dict(type='FQNAffine', bits=4, per_channel=True),
-        act=dict(type='FQNAffine', bits=4, percentile=0.999),
+        weight_quant=dict(type='FQNAffine', bits=4, per_channel=True),
+        input_quant=dict(type='FQNAffine', bits=4, percentile=0.999),
         scope=['backbone', 'neck', 'bbox_head'],
         output_layers=['bbox_head.retina_cls', 'bbox_head.retina_reg'],
         quantize_adds=True,

@@ -6,11 +6,11 @@ _base_ = ['../fcos/fcos_r18-c32_fpn_bn-head_synth.py', '../aqd/_base_/schedule_s
 
 model = dict(
     type='QFCOS',
-    backbone=dict(type='QResNet'),
-    neck=dict(type='QFPN'),
+    backbone=dict(type='AddModuleResNet'),
+    neck=dict(type='AddModuleFPN'),
     quant_cfg=dict(
-        weight=dict(type='LIQ', bits=4, weight_norm=True),
-        act=dict(type='LIQ', bits=4),
+        weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+        input_quant=dict(type='LIQ', bits=4),
         scope=['backbone', 'neck', 'bbox_head'],
         first_layer='backbone.conv1',
         first_layer_bits=8,

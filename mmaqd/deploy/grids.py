@@ -69,13 +69,13 @@ class ActGrid:
         return d
 
 
-def _check_liq(name: str, q: nn.Module, mode: str) -> LIQ:
+def _check_liq(name: str, q: nn.Module, role: str) -> LIQ:
     if type(q) is not LIQ:
         raise ConversionError(f'{name}: {type(q).__name__} has no exact integer form in mmaqd.deploy; supported: '
                               'LIQ (uniform grids)' + (' - LQNet learns non-uniform levels' if
                                                        type(q).__name__ == 'LQNet' else ''))
-    if q.mode != mode:
-        raise ConversionError(f'{name}: expected a {mode} quantizer, got mode={q.mode!r}')
+    if q.role != role:
+        raise ConversionError(f'{name}: expected a {role} quantizer, got role={q.role!r}')
     if not q.enabled:
         raise ConversionError(f'{name}: the quantizer is disabled (enabled=False); enable it before converting')
     if not bool(q.initialized):

@@ -5,8 +5,8 @@ input quantizer, a QAdd's operand quantizers) and the ops in between (ReLU, max-
 that each producer requantizes its accumulator straight onto its consumers' grids (Jacob et al., CVPR 2018,
 section 2.4: conv, BN, ReLU and the next quantizer in one output stage). mmdet models have Python control flow
 that ``torch.fx`` cannot trace, so this module walks the supported architectures explicitly, following their
-``forward`` code: mmaqd's ``QResNet`` (BasicBlock / Bottleneck with ``Add`` modules), ``QFPN`` and the FCOS /
-RetinaNet heads (``AQDFCOSHead``, ``AQDRetinaHead`` with multi-level BN, and mmdet's own heads with a shared
+``forward`` code: mmaqd's ``AddModuleResNet`` (BasicBlock / Bottleneck with ``Add`` modules), ``AddModuleFPN`` and
+the FCOS / RetinaNet heads (``AQDFCOSHead``, ``AQDRetinaHead`` with multi-level BN, and mmdet's own heads with a shared
 BN), each conv -> BN -> ReLU. Anything else is refused with an error naming the module.
 """
 from dataclasses import dataclass, field
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..models.layers import MultiLevelNorm
-from ..quantization.layers import Add, QAdd, QConv2d, QConv2dOut, QConvBN
+from ..quantization.layers import Add, QAdd, QConv2d, QConvBN
 from .grids import ConversionError
 
 __all__ = ['Val', 'Op', 'Trace', 'trace_detector']
@@ -72,9 +72,10 @@ class Trace:
     def conv(self, conv: nn.Module, x: Val, bn: Optional[nn.Module] = None, relu: bool = False,
              level: int = 0) -> Val:
         name = self.name(conv)
-        if isinstance(conv, (QConvBN, QConv2dOut)):
-            raise ConversionError(f'{name}: {type(conv).__name__} (FQN-style BN folding / output quantization) '
-                                  'is not supported by mmaqd.deploy; FQN models are not converted')
+        if isinstance(conv, QConvBN) or getattr(conv, 'out_quantizer', None) is not None:
+            what = 'BN folding' if isinstance(conv, QConvBN) else 'output quantization'
+            raise ConversionError(f'{name}: {type(conv).__name__} with FQN-style {what} is not supported by '
+                                  'mmaqd.deploy; FQN models are not converted')
         if type(conv) not in (QConv2d, nn.Conv2d):
             raise ConversionError(f'{name}: unsupported layer type {type(conv).__name__}; supported: QConv2d, '
                                   'Conv2d')
@@ -148,7 +149,7 @@ def _single(value, what: str, name: str) -> int:
 def _trace_block(t: Trace, blk: nn.Module, x: Val) -> Val:
     name = t.name(blk)
     if not hasattr(blk, 'add'):
-        raise ConversionError(f'{name}: {type(blk).__name__} has no Add module; build the backbone as QResNet')
+        raise ConversionError(f'{name}: {type(blk).__name__} has no Add module; build the backbone as AddModuleResNet')
     if getattr(blk, 'with_plugins', False) or getattr(blk, 'with_dcn', False):
         raise ConversionError(f'{name}: plugins / DCN in a residual block are not supported')
     if hasattr(blk, 'conv3'):  # Bottleneck
@@ -190,10 +191,10 @@ def trace_resnet(t: Trace, bb: nn.Module, x: Val) -> List[Val]:
 
 # ------------------------------------------------------------------------------------------------ neck
 def trace_fpn(t: Trace, neck: nn.Module, inputs: List[Val]) -> List[Val]:
-    """mmaqd's QFPN forward (mmdet's FPN with Add modules)."""
+    """mmaqd's AddModuleFPN forward (mmdet's FPN with Add modules)."""
     name = t.name(neck)
     if not hasattr(neck, 'top_down_adds'):
-        raise ConversionError(f'{name}: {type(neck).__name__} has no Add modules; build the neck as QFPN')
+        raise ConversionError(f'{name}: {type(neck).__name__} has no Add modules; build the neck as AddModuleFPN')
     laterals = [t.conv_module(lc, inputs[i + neck.start_level]) for i, lc in enumerate(neck.lateral_convs)]
     scale_factor = neck.upsample_cfg.get('scale_factor')
     if neck.upsample_cfg.get('mode', 'nearest') != 'nearest':
@@ -263,7 +264,7 @@ def trace_detector(model: nn.Module) -> Tuple[Trace, Tuple[str, ...], str]:
         raise ConversionError(f'{type(model).__name__}: unsupported detector head {type(head).__name__}; '
                               'supported: FCOSHead, RetinaHead and their AQD variants')
     if not isinstance(model.backbone, ResNet):
-        raise ConversionError(f'backbone: unsupported type {type(model.backbone).__name__}; supported: QResNet')
+        raise ConversionError(f'backbone: unsupported type {type(model.backbone).__name__}; supported: AddModuleResNet')
     t = Trace(model)
     feats = trace_resnet(t, model.backbone, t.input())
     if getattr(model, 'neck', None) is not None:

@@ -23,19 +23,13 @@ represent. The gradients are eq. 6-7 with these levels. Unsigned grids already h
 """
 import torch
 
-__all__ = ['liq_fake_quant', 'round_ste']
+from .checks import broadcast_dim0, check_bits
 
-_MIN_BITS, _MAX_BITS = 2, 8
-
-
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """``round(x)`` in the forward pass, identity gradient in the backward pass (straight-through)."""
-    return torch.round(x).detach() + (x - x.detach())  # same shape as x; value exactly round(x)
+__all__ = ['liq_fake_quant']
 
 
 def _check_args(x: torch.Tensor, alpha: torch.Tensor, bits, signed) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not _MIN_BITS <= bits <= _MAX_BITS:
-        raise ValueError(f'bits={bits!r} is not supported; allowed: integers {_MIN_BITS} to {_MAX_BITS}')
+    check_bits(bits)
     if not isinstance(signed, bool):
         raise TypeError(f'signed must be a bool, got {signed!r}')
     if not torch.is_tensor(x) or not torch.is_tensor(alpha):
@@ -45,13 +39,6 @@ def _check_args(x: torch.Tensor, alpha: torch.Tensor, bits, signed) -> None:
     if not (scalar or per_channel):
         raise ValueError(f'alpha must be a scalar or have shape (x.shape[0],) = ({x.shape[0] if x.dim() else "-"},)'
                          f'; got alpha.shape={tuple(alpha.shape)} for x.shape={tuple(x.shape)}')
-
-
-def _as_broadcast(alpha: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """alpha as a scalar, or (C,) viewed as (C, 1, ..., 1) to broadcast along dim 0 of x."""
-    if alpha.numel() == 1 and not (x.dim() >= 1 and alpha.dim() == 1 and x.shape[0] == 1):
-        return alpha.reshape(())
-    return alpha.reshape((-1,) + (1,) * (x.dim() - 1))
 
 
 def _levels_(v: torch.Tensor, q: int, signed: bool, zero_level: bool = False) -> torch.Tensor:
@@ -109,7 +96,7 @@ class _LIQFakeQuant(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, alpha, bits, signed, zero_level):
-        a = _as_broadcast(alpha, x)  # () or (C, 1, ..., 1)
+        a = broadcast_dim0(alpha, x)  # () or (C, 1, ..., 1)
         if a.dtype != x.dtype:
             a = a.to(x.dtype)
         out = _levels_(x / a, 2 ** bits - 1, signed, zero_level).mul_(a)  # same shape as x

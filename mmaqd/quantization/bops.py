@@ -130,7 +130,7 @@ def count_bops(model: nn.Module, forward: Callable[[], Any]) -> BopsReport:
     layers: Dict[Tuple[str, int, int], LayerBops] = {}
 
     def quantizer_hook(q: BaseQuantizer, args, out) -> None:
-        if q.enabled and q.mode == 'act' and hasattr(out, 'numel'):
+        if q.enabled and q.role == 'act' and hasattr(out, 'numel'):
             quantized[id(out)] = (weakref.ref(out), q.bits)
 
     def input_bits(x) -> int:

@@ -136,6 +136,14 @@ def test_fqn_models_are_refused():
         convert_detector(model)
 
 
+def test_output_quantized_prediction_convs_are_refused():
+    """FQN's output quantizer (QuantConfig.output_layers) has no integer form in mmaqd.deploy."""
+    model, _ = tiny_quantized(FCOS_F8L8, cfg_options={'model.quant_cfg.output_layers': ['bbox_head.conv_cls']})
+    assert model.bbox_head.conv_cls.out_quantizer is not None
+    with pytest.raises(ConversionError, match=r'bbox_head\.conv_cls: QConv2d with FQN-style output quantization'):
+        convert_detector(model)
+
+
 def test_unquantized_adds_are_refused():
     model, _ = tiny_quantized(FCOS_F8L8, cfg_options={'model.quant_cfg.quantize_adds': False})
     with pytest.raises(ConversionError, match=r'backbone\.layer1\.0\.add.*quantize_adds=True'):

@@ -21,7 +21,7 @@ from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, kernel_cou
 from mmaqd.deploy.verify import exact_reference, fake_values, summarize  # noqa: E402
 from tiny_models import FCOS_F8L8, FCOS_F8L8_ZL, RETINA_F8L8, tiny_quantized  # noqa: E402
 
-ZERO_LEVEL = {'model.quant_cfg.weight.zero_level': True, 'model.quant_cfg.act.zero_level': True}
+ZERO_LEVEL = {'model.quant_cfg.weight_quant.zero_level': True, 'model.quant_cfg.input_quant.zero_level': True}
 
 
 def _converted(config, cfg_options=None):

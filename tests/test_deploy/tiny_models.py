@@ -28,7 +28,7 @@ def tiny_quantized(config: str, bits: int = None, cfg_options: dict = None, init
     """``(model, x)``: the config's model on the CPU in eval mode, random BN, quantizers initialised on ``x``."""
     cfg = Config.fromfile(osp.join(ROOT, config))
     if bits is not None:
-        cfg.merge_from_dict({'model.quant_cfg.weight.bits': bits, 'model.quant_cfg.act.bits': bits})
+        cfg.merge_from_dict({'model.quant_cfg.weight_quant.bits': bits, 'model.quant_cfg.input_quant.bits': bits})
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     torch.manual_seed(seed)

@@ -126,7 +126,7 @@ def test_data_driven_init_is_the_mean_over_ranks(two_rank_run):
                 f'{name}.{key}: the run initialised {run[key].flatten()[:4].tolist()}, but the mean over the ranks '
                 f'of their own initialisations is {mean.flatten()[:4].tolist()} (rank 0: '
                 f'{local[0][key].flatten()[:4].tolist()}, rank 1: {local[1][key].flatten()[:4].tolist()})')
-        if r0['fresh'][name].mode == 'act':
+        if r0['fresh'][name].role == 'act':
             acts += 1
             own_data += not torch.equal(local[0][ranges[0]], local[1][ranges[0]])
     assert own_data > 0.5 * acts > 0, f'{own_data} of {acts} activation quantizers saw different data on the ranks'

@@ -8,12 +8,13 @@ import torch
 from torch import nn
 
 from mmaqd.engine.hooks import FreezeBNHook
+from mmaqd.models.fold_rules import MMDET_FOLD_RULES
 from mmaqd.quantization import QConvBN, quantize_model
 
 
 def folded_net():
     net = nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3, padding=1), bn=nn.BatchNorm2d(4), relu=nn.ReLU()))
-    return quantize_model(net, dict(fold_bn=True, freeze_bn=False)).train()
+    return quantize_model(net, dict(fold_bn=True, freeze_bn=False), fold_rules=MMDET_FOLD_RULES).train()
 
 
 def make_runner(model, it=0):

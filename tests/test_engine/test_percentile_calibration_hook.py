@@ -92,3 +92,35 @@ def test_unreached_quantizer_is_an_error():
     with pytest.raises(RuntimeError, match='unused.act_quantizer'):
         PercentileCalibrationHook(num_batches=1).before_train(make_runner(model, uniform_batches()))
     assert not any(q.calibrating for _, q in quantizers(model) if q is not model.unused.act_quantizer)
+
+
+class LossPathFQNNet(TinyFQNNet):
+    """TinyFQNNet plus ``loss_conv``, a quantized conv that only the loss computation runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.loss_conv = QConv2d.from_float(nn.Conv2d(4, 1, 1), WEIGHT, ACT)
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        feats = super().forward(inputs)
+        return dict(loss=self.loss_conv(feats).mean()) if mode == 'loss' else feats
+
+
+def test_forward_mode_loss_calibrates_loss_only_quantizers():
+    """``forward_mode='tensor'`` never reaches the loss path: an error naming the quantizer and the fix;
+    ``forward_mode='loss'`` calibrates it to the mean of the percentiles of the inputs it saw."""
+    model = LossPathFQNNet()
+    with pytest.raises(RuntimeError, match=r"forward_mode='tensor'.*try forward_mode='loss'.*loss_conv\.act_quantizer"):
+        PercentileCalibrationHook(num_batches=2).before_train(make_runner(model, uniform_batches()))
+
+    model = LossPathFQNNet()
+    seen = []
+    model.loss_conv.register_forward_hook(lambda m, args, out: seen.append(args[0].detach().clone()))
+    PercentileCalibrationHook(num_batches=3, forward_mode='loss').before_train(make_runner(model, uniform_batches()))
+    assert len(seen) == 3  # one loss forward per calibration batch
+    q = model.loss_conv.act_quantizer
+    assert bool(q.initialized) and not q.calibrating
+    qs = torch.tensor([0.001, 0.999])
+    expected = torch.stack([torch.quantile(x.flatten(), qs) for x in seen]).mean(dim=0)
+    assert torch.allclose(torch.stack([q.lb, q.ub]), expected, rtol=1e-5, atol=1e-6)
+    assert bool(model.conv1.act_quantizer.initialized) and bool(model.conv2.act_quantizer.initialized)

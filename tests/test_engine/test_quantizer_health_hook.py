@@ -135,7 +135,7 @@ def test_clip_bounds_hand_counts(make, x, n):
     assert int(clipped_count(q, x)) == n
 
 
-@pytest.mark.parametrize('q', [DoReFa(4, mode='weight'), PACT(4, mode='weight'), FQNAffine(4, mode='weight')])
+@pytest.mark.parametrize('q', [DoReFa(4, role='weight'), PACT(4, role='weight'), FQNAffine(4, role='weight')])
 def test_weight_ranges_from_the_weight_never_clip(q):
     assert clipped_count(q, torch.randn(4, 3)) is None
 

@@ -1,6 +1,7 @@
 """AQD heads with multi-level BN (AQD, arXiv 2007.06919v1, sections 3.2, 4.3, Table 3): per-level norms, losses, FP
 checkpoint loading, SyncBN revert, quantized detectors, the added-parameter ratio, and the stock-mmdet checkpoint
 converter."""
+import copy
 import os.path as osp
 
 import pytest
@@ -126,6 +127,41 @@ def test_level_errors(kind):
     assert head(_feats()[:3])[0][2].shape[-1] == 4  # fewer maps than levels: levels 0..2
 
 
+def _level_state(head: nn.Module, level: int) -> dict:
+    """``head``'s state dict with each MultiLevelNorm replaced by its level ``level``: a shared-norm parent head's."""
+    state = {}
+    for key, value in head.state_dict().items():
+        if '.norms.' in key:
+            prefix, rest = key.split('.norms.', 1)
+            key_level, name = rest.split('.', 1)
+            if int(key_level) == level:
+                state[f'{prefix}.{name}'] = value
+        else:
+            state[key] = value
+    return state
+
+
+@pytest.mark.parametrize('kind', ['fcos', 'retina'])
+def test_each_level_applies_its_own_norm(kind):
+    """Level i's outputs are exactly those of mmdet's parent head holding level i's norm parameters and statistics,
+    and not those of any other level's."""
+    torch.manual_seed(0)
+    head = _head(kind).eval()
+    _randomize_bns(head)  # every level of every norm its own gamma, beta, mean and variance
+    feats = _feats()
+    with torch.no_grad():
+        outs = head(feats)
+    parent = _head(kind, aqd=False).eval()
+    for level in range(5):
+        parent.load_state_dict(_level_state(head, level), strict=True)
+        with torch.no_grad():
+            ref = parent(feats)
+        for got, want in zip(outs, ref):  # cls_scores, bbox_preds (, centernesses): one tensor per level
+            assert torch.allclose(got[level], want[level], rtol=0, atol=1e-6), (kind, level)
+        others = [j for j in range(5) if j != level]
+        assert not any(torch.allclose(outs[0][j], ref[0][j], rtol=0, atol=1e-3) for j in others), (kind, level)
+
+
 @pytest.mark.parametrize('kind', ['fcos', 'retina'])
 def test_shared_variant_is_the_parent_head(kind):
     shared, parent = _head(kind, multi_level_norm=False), _head(kind, aqd=False)
@@ -145,11 +181,18 @@ def test_levels_keep_their_own_batch_statistics(kind):
     torch.manual_seed(0)
     multi, shared = _head(kind).train(), _head(kind, multi_level_norm=False).train()
     shared.load_state_dict({k: v for k, v in multi.state_dict().items() if '.norms.' not in k}, strict=False)
+    conv = multi.cls_convs[0].conv  # the first tower conv sees the level's features themselves
+    expected = copy.deepcopy(multi.cls_convs[0].norm.norms)  # each level's own BN, fed its own level only
     for step in range(3):  # levels get inputs of very different statistics
         feats = [f * (1 + 3 * i) + 2 * i for i, f in enumerate(_feats(seed=step))]
         with torch.no_grad():
             multi(feats), shared(feats)
+            for i, f in enumerate(feats):
+                expected[i](conv(f))
     levels = multi.cls_convs[0].norm.norms
+    for i in range(5):  # which level's statistics each BN holds
+        assert torch.allclose(levels[i].running_mean, expected[i].running_mean, rtol=1e-5, atol=1e-6), i
+        assert torch.allclose(levels[i].running_var, expected[i].running_var, rtol=1e-5, atol=1e-6), i
     means = torch.stack([n.running_mean for n in levels])  # (5, C)
     varis = torch.stack([n.running_var for n in levels])  # (5, C)
     for i in range(5):
@@ -218,7 +261,7 @@ def test_revert_sync_batchnorm_in_the_head():
     assert int(head.cls_convs[0].norm.norms[4].num_batches_tracked) == 1
 
 
-QUANT = dict(weight=dict(type='LIQ', bits=4, weight_norm=True), act=dict(type='LIQ', bits=4),
+QUANT = dict(weight_quant=dict(type='LIQ', bits=4, weight_norm=True), input_quant=dict(type='LIQ', bits=4),
              scope=['backbone', 'neck', 'bbox_head'], first_layer='backbone.conv1', first_layer_bits=8)
 
 

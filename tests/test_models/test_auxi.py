@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from mmengine.structures import InstanceData
 
 from conftest import ROOT, build_cpu_model, load_tool
@@ -216,11 +217,41 @@ def test_aux_cfg_overrides_and_errors():
 
 
 def test_auxi_fcos_trains(data):
+    """Auxi on FCOS, trained with the config's own optimizer (GroupedOptimWrapperConstructor, quantizer ranges at
+    their own lr): the auxiliary losses reach the quantized backbone, every step moves the auxiliary branch, the
+    backbone and the quantizer intervals, and the losses on the batch go down."""
     cfg = _cfg('configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', type='AuxiFCOS', aux_cfg=dict())
     torch.manual_seed(0)
     model = build_cpu_model(cfg)
-    losses = _trained_step(model, data)
+    losses = _trained_step(model, data)  # initialises the quantizer intervals
     assert {'aux_loss_cls', 'aux_loss_bbox', 'aux_loss_centerness'} <= set(losses)
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)
     assert not any(isinstance(m, QuantLayerMixin) for m in model.aux_head.modules())
+
+    body = model.backbone.layer2[0].conv1
+    assert isinstance(body, QConv2d)
+    aux_total = sum(sum(v) if isinstance(v, list) else v for k, v in losses.items() if k.startswith('aux_loss'))
+    grad, = torch.autograd.grad(aux_total, body.weight, retain_graph=True, allow_unused=True)
+    assert grad is not None and grad.abs().sum() > 0  # through the adaptors: the aux losses train the backbone
+
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    watched = dict(aux_head=model.aux_head.conv_cls.weight, aux_neck=model.aux_neck.lateral_convs[0].conv.weight,
+                   aux_adaptor=model.aux_adaptors[1].conv.weight, backbone=body.weight,
+                   weight_alpha=body.weight_quantizer.alpha, input_alpha=body.act_quantizer.alpha,
+                   head=model.bbox_head.conv_reg.weight)
+    before = {k: v.detach().clone() for k, v in watched.items()}
+    history = []
+    for step in range(3):
+        losses = _trained_step(model, data)
+        total, _ = model.parse_losses(losses)
+        assert torch.isfinite(total), step
+        history.append({k: float(sum(v) if isinstance(v, list) else v) for k, v in losses.items() if 'loss' in k})
+        optim_wrapper.update_params(total)
+        moved = [k for k, v in watched.items() if not torch.equal(v.detach(), before[k])]
+        assert moved == list(watched), (step, sorted(set(watched) - set(moved)))
+        before = {k: v.detach().clone() for k, v in watched.items()}
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    aux = [sum(v for k, v in h.items() if k.startswith('aux_')) for h in history]
+    main = [sum(v for k, v in h.items() if not k.startswith('aux_')) for h in history]
+    assert aux[-1] < aux[0] and main[-1] < main[0], (aux, main)

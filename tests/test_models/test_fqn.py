@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from conftest import ROOT, build_cpu_model
-from mmaqd.quantization import FoldedBN, QAdd, QConv2d, QConv2dOut, QConvBN, quantizers, set_quantization
+from mmaqd.quantization import FoldedBN, QAdd, QConv2d, QConvBN, quantizers, set_quantization
 from mmaqd.quantization.quantizers import FQNAffine
 
 FP = 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py'
@@ -36,7 +36,7 @@ def test_fqn_model_is_fully_quantized_with_every_bn_folded(fqn_model):
     for name, m in convs.items():  # every weight per channel, every input percentile-calibrated, all 4 bits
         wq, aq = m.weight_quantizer, m.act_quantizer
         assert isinstance(wq, FQNAffine) and wq.per_channel and wq.bits == 4, name
-        assert isinstance(aq, FQNAffine) and aq.mode == 'act' and aq.percentile == 0.999 and aq.bits == 4, name
+        assert isinstance(aq, FQNAffine) and aq.role == 'act' and aq.percentile == 0.999 and aq.bits == 4, name
     # the first layer quantizes the normalized input (FQN section 3.4: from the normalized input on)
     assert model.backbone.conv1.act_quantizer is not None
     # every BN is folded and frozen: stem, 2 x 8 block convs, 3 downsamples, 2 x 4 head convs
@@ -48,7 +48,7 @@ def test_fqn_model_is_fully_quantized_with_every_bn_folded(fqn_model):
     # prediction outputs quantized; FPN convs (no norm) plain QConv2d
     for name in ('retina_cls', 'retina_reg'):
         head = getattr(model.bbox_head, name)
-        assert type(head) is QConv2dOut and isinstance(head.out_quantizer, FQNAffine)
+        assert type(head) is QConv2d and isinstance(head.out_quantizer, FQNAffine)
     assert type(model.neck.fpn_convs[0].conv) is QConv2d
     # residual and FPN adds: operands and sum quantized; nearest upsampling
     adds = [n for n, m in model.named_modules() if isinstance(m, QAdd)]
@@ -85,7 +85,7 @@ def test_calibration_hook_calibrates_every_activation_quantizer(tiny_coco, tmp_p
     runner = Runner.from_cfg(cfg)
     stats = {k: v.clone() for k, v in runner.model.state_dict().items()
              if k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))}
-    acts = {n: q for n, q in quantizers(runner.model) if q.mode == 'act'}
+    acts = {n: q for n, q in quantizers(runner.model) if q.role == 'act'}
     assert not any(bool(q.initialized) for q in acts.values())
     runner.train()
     # every activation quantizer (conv inputs, add operands and sums, prediction outputs) got a range
@@ -124,9 +124,9 @@ def test_ablation_switches_f_p_c_independently(path):
     model = build_cpu_model(cfg)
     folded = [m for m in model.modules() if isinstance(m, QConvBN)]
     assert len(folded) == 28 and all(m.frozen == (f == '1') for m in folded)
-    acts = [q for _, q in quantizers(model) if q.mode == 'act']
+    acts = [q for _, q in quantizers(model) if q.role == 'act']
     assert acts and all(q.percentile == (0.999 if p == '1' else 1.0) for q in acts)
-    weights = [q for _, q in quantizers(model) if q.mode == 'weight']
+    weights = [q for _, q in quantizers(model) if q.role == 'weight']
     assert weights and all(q.per_channel == (c == '1') for q in weights)
     hooks = {h['type']: h for h in cfg.custom_hooks}
     assert hooks['PercentileCalibrationHook']['num_batches'] == 20

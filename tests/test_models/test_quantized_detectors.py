@@ -29,7 +29,7 @@ def test_liq_config_quantizes_the_whole_detector():
         assert getattr(model.bbox_head, name).weight_quantizer.bits == 8
     inner = model.bbox_head.cls_convs[0].conv
     assert inner.weight_quantizer.bits == 4 and inner.weight_quantizer.weight_norm
-    assert inner.act_quantizer.bits == 4 and inner.act_quantizer.mode == 'act'
+    assert inner.act_quantizer.bits == 4 and inner.act_quantizer.role == 'act'
     # fully quantized graph: every residual add (8 blocks of R18) and every FPN top-down add (C3-C5: 2)
     adds = [n for n, m in model.named_modules() if isinstance(m, QAdd)]
     assert len([n for n in adds if n.startswith('backbone')]) == 8
@@ -74,10 +74,10 @@ def test_mismatched_keys_are_reported_by_name():
 
 
 @pytest.mark.parametrize('quant_cfg, error, match', [
-    (dict(weight=dict(type='NoSuchQ', bits=4)), KeyError, "NoSuchQ.*registered quantizers.*LIQ"),
-    (dict(weight=dict(type='LIQ', bits=9)), ValueError, 'bits=9.*2 to 8'),
-    (dict(weight=dict(type='LIQ', bits=4), first_layer='backbone.conv9'), ValueError, 'backbone.conv9'),
-    (dict(weight=dict(type='LIQ', bits=4), overrides=[dict(pattern='backbone.bn1', weight=dict(bits=3))]),
+    (dict(weight_quant=dict(type='NoSuchQ', bits=4)), KeyError, "NoSuchQ.*registered quantizers.*LIQ"),
+    (dict(weight_quant=dict(type='LIQ', bits=9)), ValueError, 'bits=9.*2 to 8'),
+    (dict(weight_quant=dict(type='LIQ', bits=4), first_layer='backbone.conv9'), ValueError, 'backbone.conv9'),
+    (dict(weight_quant=dict(type='LIQ', bits=4), overrides=[dict(pattern='backbone.bn1', weight_quant=dict(bits=3))]),
      ValueError, 'backbone.bn1.*cannot be quantized'),
 ])
 def test_bad_quant_cfg_in_model_config(quant_cfg, error, match):
@@ -85,6 +85,27 @@ def test_bad_quant_cfg_in_model_config(quant_cfg, error, match):
     cfg.model.quant_cfg = quant_cfg
     with pytest.raises(error, match=match):
         build_cpu_model(cfg)
+
+
+def test_config_with_the_old_names_builds_the_same_model():
+    """A config written before the renames (``QResNet`` / ``QFPN``, ``quant_cfg`` keys ``weight`` / ``act``) builds
+    the same model, with a warning naming each new name."""
+    old = _cfg(LIQ4)
+    old.model.backbone.type, old.model.neck.type = 'QResNet', 'QFPN'
+    quant = dict(old.model.quant_cfg)
+    quant['weight'], quant['act'] = quant.pop('weight_quant'), quant.pop('input_quant')
+    old.model.quant_cfg = quant
+    with pytest.warns(FutureWarning) as record:
+        model = build_cpu_model(old)
+    messages = ' | '.join(str(r.message) for r in record)
+    for new in ("'AddModuleResNet'", "'AddModuleFPN'", "'weight_quant'", "'input_quant'"):
+        assert new in messages, (new, messages)
+    new_model = build_cpu_model(_cfg(LIQ4))
+    assert type(new_model.backbone).__name__ == 'AddModuleResNet' and type(new_model.neck).__name__ == 'AddModuleFPN'
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in (model, new_model)]
+    assert shapes[0] == shapes[1]
+    assert [(n, type(m)) for n, m in model.named_modules() if isinstance(m, (QConv2d, QAdd))] == \
+           [(n, type(m)) for n, m in new_model.named_modules() if isinstance(m, (QConv2d, QAdd))]
 
 
 def _q_cfg(runner_cfg_builder, data_root, work_dir, max_iters):

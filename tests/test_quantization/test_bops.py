@@ -17,12 +17,12 @@ class Tiny(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.qconv = QConv2d(3, 8, 3, padding=1, weight_cfg=dict(type=LIQ, bits=4, weight_norm=True),
-                             act_cfg=dict(type=LIQ, bits=3))
+        self.qconv = QConv2d(3, 8, 3, padding=1, weight_quant=dict(type=LIQ, bits=4, weight_norm=True),
+                             input_quant=dict(type=LIQ, bits=3))
         self.fpconv = nn.Conv2d(8, 4, 1, stride=2)
-        self.gconv = QConv2d(4, 4, 3, padding=1, groups=2, bias=False, weight_cfg=dict(type=LIQ, bits=2),
-                             act_cfg=dict(type=LIQ, bits=2))
-        self.fc = QLinear(64, 10, weight_cfg=dict(type=LIQ, bits=8), act_cfg=dict(type=LIQ, bits=4))
+        self.gconv = QConv2d(4, 4, 3, padding=1, groups=2, bias=False, weight_quant=dict(type=LIQ, bits=2),
+                             input_quant=dict(type=LIQ, bits=2))
+        self.fc = QLinear(64, 10, weight_quant=dict(type=LIQ, bits=8), input_quant=dict(type=LIQ, bits=4))
 
     def forward(self, x):  # x: (N, 3, 8, 8)
         y = self.gconv(self.fpconv(torch.relu(self.qconv(x))))  # (N, 4, 4, 4)

@@ -1,5 +1,5 @@
 """QConvBN / FoldedBN and ``QuantConfig(fold_bn=...)``: FQN's BN folding (Li et al., CVPR 2019, section 3.5, eq. 11-14),
-QConv2dOut."""
+by mmdet's naming (``MMDET_FOLD_RULES``); the output quantizer of the prediction convs (``output_layers``)."""
 import copy
 import logging
 import os
@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 from mmengine.logging import MMLogger
 from torch import nn
 
-from mmaqd.quantization import (FoldedBN, QConv2dOut, QConvBN, quantization_table, quantize_model, quantizers,
-                                set_bn_frozen)
+from mmaqd.models.fold_rules import MMDET_FOLD_RULES
+from mmaqd.quantization import FoldedBN, QConv2d, QConvBN, quantization_table, quantize_model, quantizers, set_bn_frozen
 from mmaqd.quantization.layers.conv_bn import batch_moments
 from mmaqd.quantization.quantizers.affine import affine_fake_quant
 
@@ -63,7 +63,7 @@ class Net(nn.Module):
 
 
 def folded(net: nn.Module, **kw) -> nn.Module:
-    return quantize_model(net, dict(fold_bn=True, **kw))
+    return quantize_model(net, dict(fold_bn=True, **kw), fold_rules=MMDET_FOLD_RULES)
 
 
 @pytest.mark.parametrize('conv_bias', [False, True])
@@ -125,7 +125,7 @@ def test_unfrozen_fold_trains_like_conv_then_bn(momentum):
 def test_quantize_model_folds_resnet_and_convmodule_names_with_same_keys():
     net = Net()
     keys, params = list(net.state_dict()), dict(net.named_parameters())
-    folded(net, weight=W4, act=A4)
+    folded(net, weight_quant=W4, input_quant=A4)
     pairs = {'conv1': 'bn1', 'layer.conv2': 'layer.bn2', 'layer.downsample.0': 'layer.downsample.1',
              'head.tower.conv': 'head.tower.bn'}
     modules = dict(net.named_modules())
@@ -148,17 +148,17 @@ def test_float_checkpoint_loads_and_folded_net_matches_it():
     x = torch.randn(2, 3, 12, 12)
     assert torch.allclose(q(x), fp(x), atol=1e-5, rtol=0)
     # and a quantized, folded checkpoint round-trips
-    q2 = folded(Net(conv_bias=True), weight=W4, act=A4).eval()
+    q2 = folded(Net(conv_bias=True), weight_quant=W4, input_quant=A4).eval()
     q2.load_state_dict(fp.state_dict())
     q2(x)
-    q3 = folded(Net(conv_bias=True), weight=W4, act=A4).eval()
+    q3 = folded(Net(conv_bias=True), weight_quant=W4, input_quant=A4).eval()
     q3.load_state_dict(q2.state_dict(), strict=True)
     assert torch.equal(q3(x), q2(x))
 
 
 def test_frozen_statistics_unchanged_by_training_steps():
     torch.manual_seed(0)
-    net = folded(Net(), weight=W4, act=A4).train()
+    net = folded(Net(), weight_quant=W4, input_quant=A4).train()
     bns = {n: m for n, m in net.named_modules() if isinstance(m, FoldedBN)}
     before = {k: v.clone() for k, v in net.state_dict().items() if k.rpartition('.')[0] in bns}
     params = {k: v.detach().clone() for k, v in net.named_parameters()}
@@ -256,7 +256,7 @@ def test_skip_is_not_folded_and_unpaired_bn_is_logged():
 
 
 def test_deepcopy_keeps_each_conv_with_its_own_bn():
-    net = folded(Net(), weight=W4, act=A4)
+    net = folded(Net(), weight_quant=W4, input_quant=A4)
     twin = copy.deepcopy(net)
     assert twin.conv1.bn is twin.bn1 and twin.bn1 is not net.bn1
     x = torch.randn(1, 3, 8, 8)
@@ -267,7 +267,7 @@ def test_syncbn_is_folded_and_runs_on_cpu():
     """A frozen fold never calls SyncBN's (GPU-only) batch statistics: the COCO configs' SyncBN heads fold."""
     conv, bn = nn.Conv2d(3, 4, 3, padding=1), randomize_bn(nn.SyncBatchNorm(4))
     parent = nn.Sequential(OrderedDict(conv=conv, bn=bn))
-    folded(parent, weight=W4, act=A4).train()
+    folded(parent, weight_quant=W4, input_quant=A4).train()
     assert parent.bn.synced and parent.bn.source_type == 'SyncBatchNorm' and type(parent.bn) is FoldedBN
     parent(torch.randn(2, 3, 5, 5)).sum().backward()
     assert parent.bn.weight.grad is not None
@@ -305,16 +305,16 @@ def test_synced_batch_moments_over_two_processes():
 
 def test_output_layers_quantize_prediction_outputs():
     torch.manual_seed(0)
-    net = folded(Net(), weight=W4, act=A4, output_layers=['head.conv_cls'])
+    net = folded(Net(), weight_quant=W4, input_quant=A4, output_layers=['head.conv_cls'])
     head = net.head.conv_cls
-    assert type(head) is QConv2dOut and head.out_quantizer.mode == 'act'
+    assert type(head) is QConv2d and head.out_quantizer.role == 'act'
     out = net.eval()(torch.randn(2, 3, 8, 8))
     assert out.unique().numel() <= 16  # one 4-bit per-tensor grid
     assert [n for n, _ in quantizers(net)].count('head.conv_cls.out_quantizer') == 1
     assert 'out=FQNAffine 4b' in quantization_table(net)
     lin = nn.Sequential(OrderedDict(fc=nn.Linear(3, 2)))
     with pytest.raises(ValueError, match='Conv2d layers only'):
-        quantize_model(lin, dict(weight=W4, act=A4, output_layers=['fc']))
+        quantize_model(lin, dict(weight_quant=W4, input_quant=A4, output_layers=['fc']))
 
 
 def test_parent_that_fuses_conv_bn_itself_is_refused():

@@ -1,12 +1,12 @@
-"""Tests of the quantized layers (QConv2d, QLinear, QAdd, build_role_quantizer) and the on/off switch (mode.py)."""
+"""Tests of the quantized layers (QConv2d, QLinear, QAdd, build_role_quantizer, the output quantizer, the deprecated
+argument names) and the on/off switch (mode.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmaqd.quantization.layers import QAdd, QConv2d, QLinear, build_role_quantizer
+from mmaqd.quantization.layers import QAdd, QConv2d, QConvBN, QLinear, build_role_quantizer
 from mmaqd.quantization.mode import quantization_disabled, quantizers, set_quantization
-from mmaqd.quantization.registry import registered_quantizers
 from uniform_q import UT, UniformTestQ, ref_q  # noqa: F401
 
 W4 = dict(type=UT, bits=4)
@@ -79,7 +79,7 @@ def test_from_float_rejects_wrong_types():
 
 
 def test_set_quantization_toggles_all_and_context_restores():
-    m = nn.Sequential(QConv2d(2, 2, 1, weight_cfg=W4, act_cfg=A3), QLinear(2, 2, weight_cfg=W4),
+    m = nn.Sequential(QConv2d(2, 2, 1, weight_quant=W4, input_quant=A3), QLinear(2, 2, weight_quant=W4),
                       QAdd(A3, A3, A3), build_role_quantizer(A3, 'act', signed=True))
     assert len(list(quantizers(m))) == 7
     assert set_quantization(m, False) == 7 and not any(q.enabled for _, q in quantizers(m))
@@ -111,23 +111,61 @@ def test_input_image_quantizer_is_a_signed_act_quantizer():
 
 
 def test_liq_in_qconv():
-    try:
-        import mmaqd.quantization.quantizers.liq  # noqa: F401
-    except ImportError:
-        pass
-    if 'LIQ' not in registered_quantizers():
-        pytest.skip('LIQ not implemented yet')
+    """AQD's LIQ in a QConv2d: the output is the conv of the quantized input and weight, and the backward pass is
+    LIQ's straight-through estimator (AQD, arXiv 2007.06919v1, eq. 6-7): the weight gets the gradient of the quantized
+    weight inside the interval and 0 where it is clipped, both intervals a non-zero gradient."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     q = QConv2d.from_float(conv, dict(type='LIQ', bits=2), dict(type='LIQ', bits=2))
     x = torch.relu(torch.randn(2, 3, 6, 6))
     y = q(x)  # (2, 4, 6, 6)
     assert y.shape == (2, 4, 6, 6)
-    assert q.weight_quantizer.mode == 'weight' and q.act_quantizer.mode == 'act'  # role passed as mode
+    assert q.weight_quantizer.role == 'weight' and q.act_quantizer.role == 'act'  # the layer passes the role
     assert q.act_quantizer.signed is False  # auto: a ReLU output
     assert torch.unique(q.quantized_weight().detach()).numel() <= 4  # 2^2 levels (AQD, arXiv 2007.06919v1, eq. 3-5)
-    assert QAdd(dict(type='LIQ', bits=4)).a_quantizer.mode == 'act'
-    y.sum().backward()
-    assert conv.weight.grad is not None
+    assert QAdd(dict(type='LIQ', bits=4)).a_quantizer.role == 'act'
+
+    xq, wq = q.quantized_input(x).detach(), q.quantized_weight().detach().requires_grad_(True)
+    assert torch.equal(y, F.conv2d(xq, wq, conv.bias, padding=1))  # conv(Q_X(x), Q_W(w))
+    g = torch.linspace(-1, 1, y.numel()).view_as(y)  # an upstream gradient that differs per output
+    (y * g).sum().backward()
+    g_wq, = torch.autograd.grad((F.conv2d(xq, wq, conv.bias.detach(), padding=1) * g).sum(), wq)
+    inside = (conv.weight / q.weight_quantizer.alpha).abs() < 1  # eq. 6: |v| < 1
+    assert inside.any() and not inside.all()  # the 2-bit interval clips some weights
+    assert torch.allclose(conv.weight.grad, g_wq * inside, rtol=1e-5, atol=1e-7)
+    for alpha in (q.weight_quantizer.alpha, q.act_quantizer.alpha):
+        assert torch.isfinite(alpha.grad) and alpha.grad != 0
     with quantization_disabled(q):
         assert torch.equal(q(x), conv(x))
+
+
+def test_output_quantizer_of_the_layer_mixin():
+    """``output_quant`` quantizes a conv's result, ``Q_Y(conv(Q_X(x), Q_W(w)))`` (FQN's prediction convs); layers
+    that do not support it refuse it."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 5, 5)
+    q = QConv2d.from_float(conv, W4, A3, output_quant=dict(type=UT, bits=3, scale=0.5))
+    plain = QConv2d.from_float(conv, W4, A3)
+    assert q.out_quantizer.role == 'act' and plain.out_quantizer is None
+    assert torch.allclose(q(x), ref_q(plain(x), 3, True, 0.5))
+    assert 'out_quantizer.scale' in q.state_dict() and not any('out_quantizer' in k for k in plain.state_dict())
+    with pytest.raises(ValueError, match='does not support output quantization'):
+        QConvBN(3, 4, 1, output_quant=A3)  # its FoldedBN checks that it sees the conv's own output
+
+
+def test_deprecated_weight_cfg_act_cfg_arguments():
+    """``weight_cfg`` / ``act_cfg`` (``act_cfg`` is an activation layer everywhere else in OpenMMLab) still work,
+    with a warning naming ``weight_quant`` / ``input_quant``; giving both names is an error."""
+    conv = nn.Conv2d(2, 3, 1)
+    with pytest.warns(FutureWarning) as record:
+        old = QConv2d.from_float(conv, weight_cfg=W4, act_cfg=A3)
+    assert [str(r.message).split(' (')[0] for r in record] == [
+        "QConv2d.from_float: 'weight_cfg' is deprecated, use 'weight_quant'",
+        "QConv2d.from_float: 'act_cfg' is deprecated, use 'input_quant'"]
+    assert all(r.filename == __file__ for r in record)  # the warning points at the caller
+    assert old.weight_quantizer.bits == 4 and old.act_quantizer.bits == 3
+    with pytest.warns(FutureWarning, match="'weight_cfg' is deprecated, use 'weight_quant'"):
+        assert QLinear(2, 2, weight_cfg=W4).weight_quantizer.bits == 4
+    with pytest.raises(TypeError, match="both 'act_cfg'"):
+        QConv2d(2, 3, 1, act_cfg=A3, input_quant=A3)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from mmaqd.ops import liq_fake_quant
-from mmaqd.quantization import (LIQ, LSQ, PACT, BaseQuantizer, DoReFa, FQNAffine, LQNet, LSQPlus, build_quantizer,
-                                registered_quantizers)
+from mmaqd.quantization import (LIQ, LSQ, PACT, QUANTIZERS, BaseQuantizer, DoReFa, FQNAffine, LQNet, LSQPlus,
+                                build_quantizer, registered_quantizers)
 
 NAMES = ['DoReFa', 'FQNAffine', 'LIQ', 'LQNet', 'LSQ', 'LSQPlus', 'PACT']
 C = 4
@@ -17,12 +17,12 @@ def randn(*shape, seed=0, scale=1.0, dtype=torch.float32):
 
 
 # configurations: (name, kwargs) for a weight and an activation use of every quantizer
-CONFIGS = [(n, dict(mode='weight')) for n in NAMES] + [(n, dict(mode='act')) for n in NAMES] + \
+CONFIGS = [(n, dict(role='weight')) for n in NAMES] + [(n, dict(role='act')) for n in NAMES] + \
     [(n, dict(per_channel=True, num_channels=C)) for n in NAMES] + \
-    [('LIQ', dict(mode='weight', weight_norm=True)), ('LIQ', dict(mode='act', init='max')),
-     ('LSQ', dict(mode='act', signed=True)), ('LSQPlus', dict(mode='act', signed=True)),
-     ('PACT', dict(mode='act', signed=True, init_value=1.5)), ('DoReFa', dict(mode='act', signed=True)),
-     ('LQNet', dict(mode='act', signed=None))]
+    [('LIQ', dict(role='weight', weight_norm=True)), ('LIQ', dict(role='act', init='max')),
+     ('LSQ', dict(role='act', signed=True)), ('LSQPlus', dict(role='act', signed=True)),
+     ('PACT', dict(role='act', signed=True, init_value=1.5)), ('DoReFa', dict(role='act', signed=True)),
+     ('LQNet', dict(role='act', signed=None))]
 
 
 def ids(cfg):
@@ -34,7 +34,7 @@ def test_registry_and_build():
     assert set(NAMES) <= set(registered_quantizers())
     q = build_quantizer(dict(type='LIQ', bits=3, init='const'), num_channels=C, per_channel=True)
     assert isinstance(q, LIQ) and isinstance(q, BaseQuantizer) and q.bits == 3 and q.alpha.shape == (C,)
-    assert isinstance(build_quantizer(dict(type='FQNAffine', bits=4, mode='act')), FQNAffine)
+    assert isinstance(build_quantizer(dict(type='FQNAffine', bits=4, role='act')), FQNAffine)
     with pytest.raises(KeyError, match=r"unknown quantizer 'Nope'.*DoReFa.*FQNAffine.*LIQ.*LQNet.*LSQ.*PACT"):
         build_quantizer(dict(type='Nope', bits=2))
 
@@ -47,14 +47,28 @@ def test_bits_out_of_range(name, bits):
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_mode_and_per_channel_errors(name):
-    with pytest.raises(ValueError, match='mode='):
-        build_quantizer(dict(type=name, bits=2, mode='bias'))
+def test_role_and_per_channel_errors(name):
+    with pytest.raises(ValueError, match='role='):
+        build_quantizer(dict(type=name, bits=2, role='bias'))
     with pytest.raises(ValueError, match='batch dim'):
-        build_quantizer(dict(type=name, bits=2, mode='act', per_channel=True, num_channels=C))
+        build_quantizer(dict(type=name, bits=2, role='act', per_channel=True, num_channels=C))
     with pytest.raises(ValueError, match='num_channels'):
         build_quantizer(dict(type=name, bits=2, per_channel=True))
-    assert build_quantizer(dict(type=name, bits=2, mode='weight', signed=False)).signed is True
+    assert build_quantizer(dict(type=name, bits=2, role='weight', signed=False)).signed is True
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_mode_is_the_deprecated_name_of_role(name):
+    """``mode`` (config key, keyword argument, attribute) still works, with a warning naming ``role``."""
+    with pytest.warns(FutureWarning, match="'mode' is deprecated, use 'role'"):
+        q = build_quantizer(dict(type=name, bits=2, mode='act'))
+    assert q.role == 'act'
+    with pytest.warns(FutureWarning, match="'mode' is deprecated, use 'role'"):
+        assert QUANTIZERS.get(name)(2, mode='weight').role == 'weight'
+    with pytest.warns(FutureWarning, match=r'\.mode is deprecated'):
+        assert q.mode == 'act'
+    with pytest.raises(TypeError, match="both 'mode'"):
+        QUANTIZERS.get(name)(2, role='act', mode='act')
 
 
 # ------------------------------------------------------------------------------------------ level counts
@@ -73,12 +87,12 @@ def test_at_most_2k_levels(cfg, bits):
         assert per_row[0].unique().numel() > 2 ** 6
 
 
-@pytest.mark.parametrize('cfg', [('FQNAffine', dict(mode='weight')), ('FQNAffine', dict(mode='act')),
+@pytest.mark.parametrize('cfg', [('FQNAffine', dict(role='weight')), ('FQNAffine', dict(role='act')),
                                  ('FQNAffine', dict(per_channel=True, num_channels=C)),
-                                 ('LIQ', dict(mode='act')), ('LSQ', dict(mode='act')),
-                                 ('DoReFa', dict(mode='act')), ('PACT', dict(mode='act')),
-                                 ('PACT', dict(mode='act', signed=True)), ('LQNet', dict(mode='act')),
-                                 ('LSQ', dict(mode='act', signed=True))], ids=ids)
+                                 ('LIQ', dict(role='act')), ('LSQ', dict(role='act')),
+                                 ('DoReFa', dict(role='act')), ('PACT', dict(role='act')),
+                                 ('PACT', dict(role='act', signed=True)), ('LQNet', dict(role='act')),
+                                 ('LSQ', dict(role='act', signed=True))], ids=ids)
 @pytest.mark.parametrize('bits', [2, 3, 4, 8])
 @pytest.mark.parametrize('offset', [0.7, -3.0])
 def test_zero_is_exact(cfg, bits, offset):
@@ -93,7 +107,7 @@ def test_zero_is_exact(cfg, bits, offset):
 # ------------------------------------------------------------------------------------------ LIQ
 def test_liq_forward_is_the_op_on_normalized_weight_mapped_back():
     w = randn(C, 3, 3, 3, seed=1, scale=0.05) + 0.01
-    q = LIQ(2, mode='weight', weight_norm=True, init='const', init_value=1.3)
+    q = LIQ(2, role='weight', weight_norm=True, init='const', init_value=1.3)
     assert bool(q.initialized) and q.signed is True
     std, mean = w.std(), w.mean()
     wn = (w - mean) / (std + 1e-5)
@@ -112,28 +126,28 @@ def test_liq_forward_is_the_op_on_normalized_weight_mapped_back():
 
 def test_liq_zero_level_weight_grid_contains_zero_and_is_not_centred_on_the_mean():
     w = randn(C, 3, 3, 3, seed=1, scale=0.05) + 0.01
-    q = LIQ(2, mode='weight', weight_norm=True, init='const', init_value=1.3, zero_level=True)
+    q = LIQ(2, role='weight', weight_norm=True, init='const', init_value=1.3, zero_level=True)
     std = w.std() + 1e-5
     # ternary grid 0, +-1.3 std around zero (a grid around the mean 0.01 would not hold 0)
     assert torch.allclose(q(w), liq_fake_quant(w / std, torch.tensor(1.3), 2, True, True) * std, atol=1e-7)
     assert sorted(torch.unique(q(w) / (1.3 * std)).round().tolist()) == [-1.0, 0.0, 1.0]
     assert 'zero_level=True' in repr(q)
     # an activation quantizer: signed data gets the zero-level grid, unsigned data the usual one
-    qa = LIQ(3, mode='act', signed=None, init='const', init_value=1.0, zero_level=True)
+    qa = LIQ(3, role='act', signed=None, init='const', init_value=1.0, zero_level=True)
     x = torch.linspace(-1, 1, 101)
     assert torch.equal(qa(x), liq_fake_quant(x, torch.tensor(1.0), 3, True, True))
     with pytest.raises(TypeError, match='zero_level'):
-        LIQ(4, mode='weight', zero_level=1)
+        LIQ(4, role='weight', zero_level=1)
 
 
 def test_liq_inits():
     x = randn(2, 8, 5, 5, seed=2).relu()
-    q = LIQ(3, mode='act', init='max', init_scale=0.8)
+    q = LIQ(3, role='act', init='max', init_scale=0.8)
     assert not bool(q.initialized)
     q(x)
     assert bool(q.initialized) and q.alpha.item() == pytest.approx(0.8 * x.max().item())
     # 'mse' picks the best alpha on its grid: no worse than the max or the authors' 0.8 max
-    q = LIQ(2, mode='act')
+    q = LIQ(2, role='act')
     q(x)
 
     def err(a):
@@ -188,7 +202,7 @@ def test_lsq_per_channel_grad_scale_and_init():
     per_el = torch.where(v < -2, -2.0, torch.where(v > 1, 1.0, torch.round(v) - v))
     g = 1 / math.sqrt(5 * 1)
     assert torch.allclose(q.step_size.grad, g * per_el.sum(dim=1), atol=1e-6)
-    q2 = LSQ(2, mode='act', grad_scale=False)
+    q2 = LSQ(2, role='act', grad_scale=False)
     q2(x.relu())
     assert q2.step_size.item() == pytest.approx(2 * x.relu().abs().mean().item() / math.sqrt(3))
 
@@ -204,12 +218,12 @@ def test_lsq_gradcheck_outside_range():
 
 def test_lsqplus_act_init_values_and_grads():
     x = torch.tensor([-0.5, 0.1, 0.7, 1.9, 3.5])
-    q = LSQPlus(2, mode='act')  # unsigned: Q_N = 0, Q_P = 3
+    q = LSQPlus(2, role='act')  # unsigned: Q_N = 0, Q_P = 3
     y = q(x)
     assert q.step_size.item() == pytest.approx(4.0 / 3) and q.offset.item() == pytest.approx(-0.5)
     # (x - beta) / s = [0, 0.45, 0.9, 1.8, 3] -> [0, 0, 1, 2, 3]
     assert y.tolist() == pytest.approx([-0.5, -0.5, -0.5 + 4 / 3, -0.5 + 8 / 3, 3.5], abs=1e-6)
-    qs = LSQPlus(3, mode='act', signed=True)  # Q_N = 4, Q_P = 3
+    qs = LSQPlus(3, role='act', signed=True)  # Q_N = 4, Q_P = 3
     qs(x)
     assert qs.step_size.item() == pytest.approx(4.0 / 7) and qs.offset.item() == pytest.approx(-0.5 + 4 * 4 / 7)
     # offset gradient: 0 inside, 1 outside (times g); step gradient as LSQ
@@ -239,35 +253,35 @@ def test_dorefa_by_hand():
     t = torch.tanh(w)
     w_hat = t / (2 * t.abs().max()) + 0.5
     exp = 2 * (torch.round(w_hat * 3) / 3) - 1
-    assert torch.equal(DoReFa(2, mode='weight')(w), exp)
+    assert torch.equal(DoReFa(2, role='weight')(w), exp)
     assert exp.tolist() == pytest.approx([-1.0, -1 / 3, 1 / 3, 1.0])
     a = torch.tensor([-1.0, 0.1, 0.2, 0.55, 0.9, 4.0])
-    assert DoReFa(2, mode='act')(a).tolist() == pytest.approx([0, 0, 1 / 3, 2 / 3, 1, 1])
+    assert DoReFa(2, role='act')(a).tolist() == pytest.approx([0, 0, 1 / 3, 2 / 3, 1, 1])
     wc = torch.stack([w, 5 * w])
     qc = DoReFa(2, per_channel=True, num_channels=2)
     assert torch.equal(qc(wc)[0], exp)
 
 
 def test_pact_values_and_grads():
-    q = PACT(2, mode='act', init_value=3.0)
+    q = PACT(2, role='act', init_value=3.0)
     x = torch.tensor([-1.0, 0.4, 0.6, 2.0, 3.0, 5.0], requires_grad=True)
     y = q(x)
     assert y.tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0, 3.0, 3.0])
     y.sum().backward()
     assert q.alpha.grad.item() == 2.0  # x >= alpha: 3.0 and 5.0
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
-    qs = PACT(3, mode='act', signed=True, init_value=1.5)  # n = 3, levels k * 0.5
+    qs = PACT(3, role='act', signed=True, init_value=1.5)  # n = 3, levels k * 0.5
     x = torch.tensor([-4.0, -0.6, 0.2, 1.0], requires_grad=True)
     y = qs(x)
     assert y.tolist() == pytest.approx([-1.5, -0.5, 0.0, 1.0])
     y.sum().backward()
     assert qs.alpha.grad.item() == -1.0  # d out / d alpha = -1 where x <= -alpha
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0]
-    assert PACT(2, mode='weight').alpha is None
+    assert PACT(2, role='weight').alpha is None
 
 
 def test_pact_gradcheck_clipped():
-    q = PACT(3, mode='act').double()
+    q = PACT(3, role='act').double()
     x = torch.tensor([-2.0, 12.0, 15.0], dtype=torch.float64, requires_grad=True)  # out = 0, alpha, alpha
     a = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, a: torch.func.functional_call(q, {'alpha': a}, (x,)), (x, a))
@@ -275,7 +289,7 @@ def test_pact_gradcheck_clipped():
 
 # ------------------------------------------------------------------------------------------ LQNet
 def test_lqnet_levels_and_nearest():
-    q = LQNet(2, mode='weight')
+    q = LQNet(2, role='weight')
     q.initialized.fill_(True)
     q.basis.copy_(torch.tensor([0.5, 1.0]))
     assert sorted(q.levels().flatten().tolist()) == [-1.5, -0.5, 0.5, 1.5]
@@ -285,7 +299,7 @@ def test_lqnet_levels_and_nearest():
     assert y.tolist() == [-1.5, -0.5, -0.5, 0.5, 0.5, 1.5]
     (y * torch.arange(6.0)).sum().backward()
     assert x.grad.tolist() == list(range(6))  # straight-through
-    qu = LQNet(2, mode='act').eval()
+    qu = LQNet(2, role='act').eval()
     qu.initialized.fill_(True)
     qu.basis.copy_(torch.tensor([0.5, 1.0]))
     assert sorted(qu.levels().flatten().tolist()) == [0.0, 0.5, 1.0, 1.5]
@@ -294,7 +308,7 @@ def test_lqnet_levels_and_nearest():
 
 def test_lqnet_training_update_is_least_squares_moving_average():
     x = randn(200, seed=7)
-    q = LQNet(2, mode='weight', ridge=0.0)
+    q = LQNet(2, role='weight', ridge=0.0)
     q.initialized.fill_(True)
     old = torch.tensor([0.4, 0.8])
     q.basis.copy_(old)
@@ -333,7 +347,7 @@ def test_fqn_weight_per_channel_by_hand():
     assert y[0].tolist() == pytest.approx([-1.0, 0.0, 2.0, 1.0])
     assert y[1].tolist() == pytest.approx([0.4, 0.4, 1.2, 0.0])
     # nudging: [-0.5, 1.0] at 2 bits: delta 0.5, z = round(1) = 1 -> levels -0.5, 0, 0.5, 1
-    q2 = FQNAffine(2, mode='weight')
+    q2 = FQNAffine(2, role='weight')
     assert q2(torch.tensor([-0.5, -0.2, 0.3, 1.0])).tolist() == pytest.approx([-0.5, 0.0, 0.5, 1.0])
     # [-0.3, 1.0]: delta 1.3/3, z = round(0.69) = 1 -> range nudged to [-1.3/3, 2.6/3]
     d = 1.3 / 3
@@ -343,7 +357,7 @@ def test_fqn_weight_per_channel_by_hand():
 
 
 def test_fqn_act_calibration():
-    q = FQNAffine(4, mode='act')
+    q = FQNAffine(4, role='act')
     batches = [randn(2, 3, 20, seed=s, scale=s) for s in (1, 2, 3)]
     q.start_calibration()
     for b in batches:
@@ -361,12 +375,12 @@ def test_fqn_act_calibration():
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 0.0]
     with pytest.raises(RuntimeError):
-        FQNAffine(4, mode='act').finish_calibration()
+        FQNAffine(4, role='act').finish_calibration()
 
 
 def test_fqn_act_first_batch_init():
     x = randn(1000, seed=9)
-    q = FQNAffine(3, mode='act', percentile=0.99)
+    q = FQNAffine(3, role='act', percentile=0.99)
     q.train()(x)
     lo, hi = torch.quantile(x, torch.tensor([0.01, 0.99]))
     assert bool(q.initialized) and q.lb.item() == pytest.approx(lo.item()) and q.ub.item() == pytest.approx(hi.item())
@@ -395,11 +409,11 @@ def test_state_dict_round_trip(cfg):
 
 
 def test_state_dict_round_trip_calibrated_fqn():
-    q1 = FQNAffine(4, mode='act')
+    q1 = FQNAffine(4, role='act')
     q1.start_calibration()
     q1(randn(100, seed=13))
     q1.finish_calibration()
-    q2 = FQNAffine(4, mode='act')
+    q2 = FQNAffine(4, role='act')
     q2.load_state_dict(q1.state_dict())
     x = randn(100, seed=14, scale=5.0)
     assert torch.equal(q2(x), q1(x)) and int(q2.num_calib_batches) == 1

@@ -19,10 +19,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         mean = sync_mean_(torch.tensor([1.0 + rank, 10.0]))
         any_flags = [sync_any(rank == 1), sync_any(False), sync_any(True)]
         # rank 0's batch holds no negative value, rank 1's does: both must pick the signed grid
-        mixed = LIQ(4, signed=None, mode='act')
+        mixed = LIQ(4, signed=None, role='act')
         x = torch.rand(2, 3, 8, 8) if rank == 0 else torch.randn(2, 3, 8, 8)
         mixed(x)
-        positive = LIQ(4, signed=None, mode='act')
+        positive = LIQ(4, signed=None, role='act')
         positive(torch.rand(2, 3, 8, 8))
         torch.save(dict(mean=mean, any=any_flags, mixed=mixed.state_dict(), positive=positive.state_dict()),
                    osp.join(out_dir, f'rank{rank}.pt'))

@@ -19,8 +19,8 @@ def ref_q(x, bits, signed, s):
 class UniformTestQ(BaseQuantizer):
     """Fixed grid with step ``scale`` (see :func:`ref_q`)."""
 
-    def __init__(self, bits, signed=False, per_channel=False, num_channels=None, mode=None, scale=0.1):
-        super().__init__(bits, signed, per_channel, num_channels, mode)
+    def __init__(self, bits, signed=False, per_channel=False, num_channels=None, role=None, scale=0.1):
+        super().__init__(bits, signed, per_channel, num_channels, role)
         self.scale = nn.Parameter(torch.full(self.param_shape, float(scale)))  # () or (C,)
 
     def quantize(self, x):

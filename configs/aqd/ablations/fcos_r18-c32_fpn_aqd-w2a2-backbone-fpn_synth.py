@@ -3,4 +3,5 @@
 # full precision and multi-level BN.
 _base_ = '../fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2), scope=['backbone', 'neck'], last_layers=[]))
+model = dict(quant_cfg=dict(weight_quant=dict(bits=2), input_quant=dict(bits=2), scope=['backbone', 'neck'],
+                            last_layers=[]))

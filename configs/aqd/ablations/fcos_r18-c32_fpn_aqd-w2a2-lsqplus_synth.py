@@ -4,4 +4,5 @@
 _base_ = '../fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 
 model = dict(
-    quant_cfg=dict(weight=dict(_delete_=True, type='LSQPlus', bits=2), act=dict(_delete_=True, type='LSQPlus', bits=2)))
+    quant_cfg=dict(weight_quant=dict(_delete_=True, type='LSQPlus', bits=2),
+                   input_quant=dict(_delete_=True, type='LSQPlus', bits=2)))

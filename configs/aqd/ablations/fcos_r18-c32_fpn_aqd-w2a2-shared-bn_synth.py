@@ -2,4 +2,5 @@
 # instead of multi-level BN (AQD, arXiv 2007.06919v1, Table 3 on COCO: 29.4 AP shared vs 32.2 multi-level).
 _base_ = '../fcos_r18-c32_fpn_aqd-w4a4_synth.py'
 
-model = dict(bbox_head=dict(multi_level_norm=False), quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2)))
+model = dict(bbox_head=dict(multi_level_norm=False),
+             quant_cfg=dict(weight_quant=dict(bits=2), input_quant=dict(bits=2)))

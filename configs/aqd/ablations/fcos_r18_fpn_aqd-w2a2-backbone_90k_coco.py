@@ -3,4 +3,4 @@
 # multi-level BN.
 _base_ = '../fcos_r18_fpn_aqd-w4a4_90k_coco.py'
 
-model = dict(quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2), scope=['backbone'], last_layers=[]))
+model = dict(quant_cfg=dict(weight_quant=dict(bits=2), input_quant=dict(bits=2), scope=['backbone'], last_layers=[]))

@@ -2,4 +2,5 @@
 # multi-level BN (AQD, arXiv 2007.06919v1, Table 3: 29.4 AP shared vs 32.2 multi-level).
 _base_ = '../fcos_r18_fpn_aqd-w4a4_90k_coco.py'
 
-model = dict(bbox_head=dict(multi_level_norm=False), quant_cfg=dict(weight=dict(bits=2), act=dict(bits=2)))
+model = dict(bbox_head=dict(multi_level_norm=False),
+             quant_cfg=dict(weight_quant=dict(bits=2), input_quant=dict(bits=2)))

@@ -4,4 +4,4 @@
 # tracked by an EMA during training as in Jacob et al. (see configs/fqn/README.md).
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(freeze_bn=False, act=dict(percentile=1.0), weight=dict(per_channel=False)))
+model = dict(quant_cfg=dict(freeze_bn=False, input_quant=dict(percentile=1.0), weight_quant=dict(per_channel=False)))

@@ -3,4 +3,4 @@
 # weights.
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(freeze_bn=False, weight=dict(per_channel=False)))
+model = dict(quant_cfg=dict(freeze_bn=False, weight_quant=dict(per_channel=False)))

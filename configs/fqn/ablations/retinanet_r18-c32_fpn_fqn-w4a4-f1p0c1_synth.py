@@ -2,4 +2,4 @@
 # (eq. 13-14); no P: activation ranges from the min / max (percentile 1.0); C: per-channel weights.
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(act=dict(percentile=1.0)))
+model = dict(quant_cfg=dict(input_quant=dict(percentile=1.0)))

@@ -2,4 +2,4 @@
 # (eq. 13-14); P: activation ranges from the 0.1% / 99.9% percentiles; no C: per-tensor weights.
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(weight=dict(per_channel=False)))
+model = dict(quant_cfg=dict(weight_quant=dict(per_channel=False)))

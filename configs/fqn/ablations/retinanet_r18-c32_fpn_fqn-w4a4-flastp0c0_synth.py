@@ -4,7 +4,7 @@
 # (the baseline of Tables 2a row 1-2 and 3). Compare with ablations/retinanet_r18-c32_fpn_fqn-w4a4-f1p0c0_synth.py.
 _base_ = '../retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
 
-model = dict(quant_cfg=dict(freeze_bn=False, act=dict(percentile=1.0), weight=dict(per_channel=False)))
+model = dict(quant_cfg=dict(freeze_bn=False, input_quant=dict(percentile=1.0), weight_quant=dict(per_channel=False)))
 custom_hooks = [
     dict(type='PercentileCalibrationHook', num_batches=20),
     dict(type='FreezeBNHook', start_iter=int(_base_.finetune_iters * 3 / 4)),

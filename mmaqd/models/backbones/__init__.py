@@ -1,1 +1,1 @@
-from .resnet import AddBasicBlock, AddBottleneck, QResNet  # noqa: F401
+from .resnet import AddBasicBlock, AddBottleneck, AddModuleResNet, QResNet  # noqa: F401

@@ -1,16 +1,22 @@
-"""ResNet whose residual adds are ``Add`` modules, so a fully quantized graph can quantize them.
+"""ResNet whose residual adds are ``Add`` modules (:class:`AddModuleResNet`), so a fully quantized graph can
+quantize them. A float network: nothing here is quantized until :func:`mmaqd.quantization.quantize_model` converts it
+(torchvision's ``QuantizableResNet`` plays the same part for PyTorch's own quantization).
 
 The authors' AQD code (github.com/aim-uofa/model-quantization) never quantized skip-connection adds; FQN
 (Li et al., CVPR 2019, section 3.6) quantizes them with a fixed-point rescale of both operands. Here the blocks compute
 ``relu(add(out, identity))`` with an :class:`mmaqd.quantization.layers.Add`, which
 ``quantize_model(..., quantize_adds=True)`` turns into a ``QAdd``. With no conversion the network computes exactly
 mmdet's ResNet and has the same state_dict keys.
+
+``QResNet``, its name before, is registered too (a deprecated alias: a config naming it builds, with a warning).
 """
 import torch.utils.checkpoint as cp
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.registry import MODELS
 
 from mmaqd.quantization.layers import Add
+
+from ..deprecated_names import register_deprecated_name
 
 
 class AddBasicBlock(BasicBlock):
@@ -57,7 +63,7 @@ class AddBottleneck(Bottleneck):
 
 
 @MODELS.register_module()
-class QResNet(ResNet):
+class AddModuleResNet(ResNet):
     """mmdet's ResNet (same arguments, same checkpoint keys) built from blocks whose residual add is a module."""
 
     arch_settings = {
@@ -67,3 +73,6 @@ class QResNet(ResNet):
         101: (AddBottleneck, (3, 4, 23, 3)),
         152: (AddBottleneck, (3, 8, 36, 3)),
     }
+
+
+QResNet = register_deprecated_name(AddModuleResNet, 'QResNet', 'backbone')

@@ -4,6 +4,12 @@ ablation in 4.5).
 The stacked cls/reg convs stay shared across FPN levels; each of their norms becomes a :class:`MultiLevelNorm`
 with one norm per level (``len(strides)``), so state_dict keys are ``cls_convs.<i>.<norm_name>.norms.<level>.*``.
 ``multi_level_norm=False`` is the shared-BN variant of Table 3, i.e. mmdet's ``FCOSHead`` unchanged.
+
+mmdet has no FCOS head with per-level norms; its ``RetinaSepBNHead`` has them for RetinaNet (convs shared across
+levels by assigning one ``nn.Conv2d`` into a ``ConvModule`` per level, a separate BN per level). This head and
+:class:`~mmaqd.models.dense_heads.AQDRetinaHead` instead share one mixin, :class:`MultiLevelNormHeadMixin`, which
+keeps the parent head's modules and keys and swaps only the norms; why mmaqd does not build on ``RetinaSepBNHead`` is
+explained in :mod:`mmaqd.models.dense_heads.aqd_retina_head`.
 """
 from typing import List, Tuple
 

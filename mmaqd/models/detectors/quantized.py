@@ -3,8 +3,10 @@ already fake-quantized, so mmdet's own ``tools/train.py`` / ``tools/test.py`` tr
 
 The model config carries the settings of :class:`mmaqd.quantization.QuantConfig` as ``quant_cfg``::
 
-    model = dict(type='QFCOS', quant_cfg=dict(weight=dict(type='LIQ', bits=4, weight_norm=True),
-                                              act=dict(type='LIQ', bits=4), ...), ...)
+    model = dict(type='QFCOS', quant_cfg=dict(weight_quant=dict(type='LIQ', bits=4, weight_norm=True),
+                                              input_quant=dict(type='LIQ', bits=4), ...), ...)
+
+``fold_bn=True`` folds by the naming of mmdet's models (:data:`mmaqd.models.MMDET_FOLD_RULES`).
 
 State-dict keys of the float layers are unchanged; quantizer state is added beside them (``<layer>.
 weight_quantizer.alpha`` ...). ``load_from`` a full-precision checkpoint therefore initialises the quantized
@@ -22,6 +24,8 @@ from mmdet.registry import MODELS
 
 from mmaqd.quantization import quantize_model, reuse_quantized_weights
 
+from ..fold_rules import MMDET_FOLD_RULES
+
 
 class QuantizedDetectorMixin:
     """Builds the float detector, then converts it in place with ``quant_cfg`` (``None``: stays float)."""
@@ -30,7 +34,7 @@ class QuantizedDetectorMixin:
         super().__init__(*args, **kwargs)
         self.quant_cfg = quant_cfg
         if quant_cfg is not None:
-            quantize_model(self, dict(quant_cfg))
+            quantize_model(self, dict(quant_cfg), fold_rules=MMDET_FOLD_RULES)
 
     def forward(self, *args, **kwargs):
         with reuse_quantized_weights(self):

@@ -1,1 +1,1 @@
-from .fpn import QFPN  # noqa: F401
+from .fpn import QFPN, AddModuleFPN  # noqa: F401

@@ -1,9 +1,11 @@
-"""FPN whose top-down adds are ``Add`` modules, so a fully quantized graph can quantize them.
+"""FPN whose top-down adds are ``Add`` modules (:class:`AddModuleFPN`), so a fully quantized graph can quantize them.
 
 FQN (Li et al., CVPR 2019, section 3.6) quantizes the FPN's element-wise adds and uses nearest upsampling (mmdet's
-default here); the public AQD code (github.com/aim-uofa/model-quantization) left the adds in full precision. ``QFPN``
-computes exactly mmdet's FPN, with the same state_dict keys, until ``quantize_model(..., quantize_adds=True)`` turns
-each ``Add`` into a ``QAdd``.
+default here); the public AQD code (github.com/aim-uofa/model-quantization) left the adds in full precision.
+``AddModuleFPN`` is a float network: it computes exactly mmdet's FPN, with the same state_dict keys, until
+``quantize_model(..., quantize_adds=True)`` turns each ``Add`` into a ``QAdd``.
+
+``QFPN``, its name before, is registered too (a deprecated alias: a config naming it builds, with a warning).
 """
 from typing import Tuple
 
@@ -14,9 +16,11 @@ from torch import Tensor, nn
 
 from mmaqd.quantization.layers import Add
 
+from ..deprecated_names import register_deprecated_name
+
 
 @MODELS.register_module()
-class QFPN(FPN):
+class AddModuleFPN(FPN):
     """mmdet's FPN (same arguments) with ``self.top_down_adds[i - 1]`` merging level i into level i - 1."""
 
     def __init__(self, *args, **kwargs):
@@ -25,7 +29,7 @@ class QFPN(FPN):
 
     def forward(self, inputs: Tuple[Tensor]) -> tuple:
         if len(inputs) != len(self.in_channels):
-            raise ValueError(f'QFPN got {len(inputs)} feature maps, expected {len(self.in_channels)} '
+            raise ValueError(f'{type(self).__name__} got {len(inputs)} feature maps, expected {len(self.in_channels)} '
                              f'(in_channels={self.in_channels})')
         laterals = [conv(inputs[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)]
         for i in range(len(laterals) - 1, 0, -1):
@@ -51,3 +55,6 @@ class QFPN(FPN):
             for i in range(used + 1, self.num_outs):
                 outs.append(self.fpn_convs[i](F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]))
         return tuple(outs)
+
+
+QFPN = register_deprecated_name(AddModuleFPN, 'QFPN', 'neck')

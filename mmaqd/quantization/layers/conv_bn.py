@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .mixin import quant_args
 from .qconv import QConv2d
 
 
@@ -113,22 +114,27 @@ class QConvBN(QConv2d, nn.Conv2d):  # nn.Conv2d named: mmengine's init_cfg ``lay
             checkpoints (like a quantizer's ``enabled``); :class:`mmaqd.engine.hooks.FreezeBNHook` switches it.
     """
 
+    supports_output_quant = False  # the FoldedBN after it checks that it sees this conv's own output
+
     def __init__(self, *args, frozen: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.frozen = bool(frozen)
         self.__dict__['_folded_bn'] = None  # not a registered child: the BN keeps its own place and keys
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, bn: _BatchNorm, weight_cfg: Optional[dict] = None,
-                   act_cfg: Optional[dict] = None, frozen: bool = True) -> 'QConvBN':
-        """A QConvBN sharing ``conv``'s Parameters, folded with a new FoldedBN sharing ``bn``'s state."""
+    def from_float(cls, conv: nn.Conv2d, bn: _BatchNorm, weight_quant: Optional[dict] = None,
+                   input_quant: Optional[dict] = None, frozen: bool = True, *, weight_cfg: Optional[dict] = None,
+                   act_cfg: Optional[dict] = None) -> 'QConvBN':
+        """A QConvBN sharing ``conv``'s Parameters, folded with a new FoldedBN sharing ``bn``'s state
+        (``weight_cfg`` / ``act_cfg``: deprecated names of ``weight_quant`` / ``input_quant``)."""
         if not isinstance(bn, _BatchNorm):
             raise TypeError(f'QConvBN.from_float needs a BatchNorm to fold, got {type(bn).__name__}')
         if bn.num_features != conv.out_channels:
             raise ValueError(f'cannot fold a {type(bn).__name__} of {bn.num_features} channels into a conv with '
                              f'{conv.out_channels} output channels')
+        weight_quant, input_quant = quant_args(weight_quant, input_quant, weight_cfg, act_cfg, 'QConvBN.from_float')
         folded = FoldedBN.from_bn(bn)
-        q = super().from_float(conv, weight_cfg, act_cfg)
+        q = super().from_float(conv, weight_quant, input_quant)
         q.frozen = bool(frozen)
         q.__dict__['_folded_bn'] = folded
         return q

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .mixin import build_role_quantizer
+from .mixin import build_role_quantizer, quant_args
 
 
 class Add(nn.Module):
@@ -31,21 +31,24 @@ class QAdd(nn.Module):
     before the ReLU. A ``signed`` key in a cfg overrides it.
     """
 
-    def __init__(self, a_cfg: Optional[dict] = None, b_cfg: Optional[dict] = None,
-                 out_cfg: Optional[dict] = None):
+    def __init__(self, a_quant: Optional[dict] = None, b_quant: Optional[dict] = None,
+                 output_quant: Optional[dict] = None):
         super().__init__()
-        self.add_module('a_quantizer', build_role_quantizer(a_cfg, 'act'))
-        self.add_module('b_quantizer', build_role_quantizer(b_cfg, 'act'))
-        self.add_module('out_quantizer', build_role_quantizer(out_cfg, 'act'))
+        self.add_module('a_quantizer', build_role_quantizer(a_quant, 'act'))
+        self.add_module('b_quantizer', build_role_quantizer(b_quant, 'act'))
+        self.add_module('out_quantizer', build_role_quantizer(output_quant, 'act'))
 
     @classmethod
-    def from_float(cls, add: Add, weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None) -> 'QAdd':
-        """The quantized form of ``add``: ``act_cfg`` for both operands and for the sum (an add has no weight)."""
+    def from_float(cls, add: Add, weight_quant: Optional[dict] = None, input_quant: Optional[dict] = None, *,
+                   weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None) -> 'QAdd':
+        """The quantized form of ``add``: ``input_quant`` for both operands and for the sum (an add has no weight;
+        ``weight_cfg`` / ``act_cfg``: deprecated names)."""
+        weight_quant, input_quant = quant_args(weight_quant, input_quant, weight_cfg, act_cfg, 'QAdd.from_float')
         if not isinstance(add, Add):
             raise TypeError(f'QAdd.from_float needs an Add module, got {type(add).__name__}')
-        if weight_cfg is not None:
-            raise ValueError(f'an add has no weight to quantize; got weight_cfg={weight_cfg!r}, use None')
-        return cls(act_cfg, act_cfg, act_cfg)
+        if weight_quant is not None:
+            raise ValueError(f'an add has no weight to quantize; got weight_quant={weight_quant!r}, use None')
+        return cls(input_quant, input_quant, input_quant)
 
     @staticmethod
     def _q(q: Optional[nn.Module], x: torch.Tensor) -> torch.Tensor:

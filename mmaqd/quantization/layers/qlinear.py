@@ -9,30 +9,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixin import QuantLayerMixin
+from .mixin import QuantLayerMixin, quant_args
 
 
 class QLinear(QuantLayerMixin, nn.Linear):
     """``nn.Linear`` plus ``weight_quantizer`` / ``act_quantizer`` submodules (either may be ``None``).
 
-    Takes ``nn.Linear``'s arguments, and keyword-only ``weight_cfg`` / ``act_cfg`` (quantizer configs or
-    ``None`` for full precision).
+    Takes ``nn.Linear``'s arguments, and keyword-only ``weight_quant`` / ``input_quant`` (quantizer configs or
+    ``None`` for full precision; ``weight_cfg`` / ``act_cfg``: deprecated names).
     """
 
-    def __init__(self, *args, weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None, **kwargs):
+    def __init__(self, *args, weight_quant: Optional[dict] = None, input_quant: Optional[dict] = None,
+                 weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._init_quantizers(weight_cfg, act_cfg, self.out_features, kwargs.get('device'), kwargs.get('dtype'))
+        weight_quant, input_quant = quant_args(weight_quant, input_quant, weight_cfg, act_cfg, type(self).__name__)
+        self._init_quantizers(weight_quant, input_quant, self.out_features, kwargs.get('device'),
+                              kwargs.get('dtype'))
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, weight_cfg: Optional[dict] = None,
-                   act_cfg: Optional[dict] = None) -> 'QLinear':
+    def from_float(cls, linear: nn.Linear, weight_quant: Optional[dict] = None, input_quant: Optional[dict] = None,
+                   *, weight_cfg: Optional[dict] = None, act_cfg: Optional[dict] = None) -> 'QLinear':
         """A QLinear that shares ``linear``'s weight/bias Parameter objects (``linear`` itself is not changed)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f'QLinear.from_float needs an nn.Linear, got {type(linear).__name__}')
         if isinstance(linear, QuantLayerMixin):
             raise TypeError(f'{type(linear).__name__} is already quantized')
+        weight_quant, input_quant = quant_args(weight_quant, input_quant, weight_cfg, act_cfg, 'QLinear.from_float')
         q = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device='meta',
-                weight_cfg=weight_cfg, act_cfg=act_cfg)
+                weight_quant=weight_quant, input_quant=input_quant)
         return q._adopt(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (..., in_features)

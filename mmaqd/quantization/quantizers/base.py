@@ -20,22 +20,15 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .utils import resolve_mode, sync_any
+from ...ops.checks import MAX_BITS, MIN_BITS, broadcast_dim0, check_bits
+from .utils import resolve_role, sync_any
 
-MIN_BITS = 2
-MAX_BITS = 8
+__all__ = ['BaseQuantizer', 'MIN_BITS', 'MAX_BITS', 'check_bits']
 
 _TRACED_UNINITIALISED = (
     'a data-init quantizer was traced (torch.jit) before it was initialised: the trace leaves it uninitialised and '
     'quantizes with its initial range (the graph, and so a FLOP count, is the same; the values are not). Run a '
     'batch through the model eagerly first (tools/analysis/get_flops.py does) or load a quantized checkpoint.')
-
-
-def check_bits(bits: int, what: str = 'bits') -> int:
-    """Return ``bits`` if it is an int in [MIN_BITS, MAX_BITS]; else raise a ValueError naming it."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f'{what}={bits!r} is not supported; allowed: integers {MIN_BITS} to {MAX_BITS}')
-    return bits
 
 
 class BaseQuantizer(nn.Module):
@@ -50,9 +43,10 @@ class BaseQuantizer(nn.Module):
         per_channel: one range per slice along dim 0 (output channels of a weight) instead of one per tensor.
         num_channels: size of dim 0, required when ``per_channel`` is set (parameters are allocated at
             construction so that checkpoints load before any forward).
-        mode: the role, ``'weight'`` (always signed, eq. 3) or ``'act'`` (eq. 4); ``None`` infers ``'weight'``
-            when ``per_channel`` is set (dim 0 of an activation is the batch), else ``'act'``. Quantized layers
-            always pass their role.
+        role: what is quantized, ``'weight'`` (always signed, eq. 3) or ``'act'`` (an activation, eq. 4);
+            ``None`` infers ``'weight'`` when ``per_channel`` is set (dim 0 of an activation is the batch), else
+            ``'act'``. Quantized layers always pass their role.
+        mode: deprecated name of ``role``.
 
     Subclasses implement :meth:`quantize` (the fake-quant forward on an enabled, initialised quantizer) and,
     where the method initialises from data, :meth:`init_from` (called once, on the first batch seen in
@@ -67,11 +61,11 @@ class BaseQuantizer(nn.Module):
     positive_names: Tuple[str, ...] = ()
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
-                 num_channels: Optional[int] = None, mode: Optional[str] = None):
+                 num_channels: Optional[int] = None, role: Optional[str] = None, *, mode: Optional[str] = None):
         super().__init__()
         self.bits = check_bits(bits)
-        self.mode = resolve_mode(mode, per_channel)
-        signed = True if self.mode == 'weight' else signed
+        self.role = resolve_role(role, per_channel, mode=mode, where=type(self).__name__)
+        signed = True if self.role == 'weight' else signed
         if per_channel and not self.supports_per_channel:
             raise ValueError(f'{type(self).__name__} does not support per_channel=True; use per_channel=False')
         if per_channel and (num_channels is None or num_channels < 1):
@@ -94,11 +88,17 @@ class BaseQuantizer(nn.Module):
         """Shape of a per-tensor (``()``) or per-channel (``(C,)``) range parameter."""
         return (self.num_channels,) if self.per_channel else ()
 
+    @property
+    def mode(self) -> str:
+        """Deprecated name of :attr:`role`."""
+        warnings.warn(f"{type(self).__name__}.mode is deprecated, use 'role' (same meaning)", FutureWarning,
+                      stacklevel=2)
+        return self.role
+
     def broadcast(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """View a per-channel parameter ``p`` (C,) so that it broadcasts along dim 0 of ``x``."""
-        if p.dim() == 0:
-            return p
-        return p.view((-1,) + (1,) * (x.dim() - 1))
+        """A range parameter ``p``, () or (C,), shaped to broadcast along dim 0 of ``x``
+        (:func:`mmaqd.ops.broadcast_dim0`)."""
+        return broadcast_dim0(p, x)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -150,4 +150,4 @@ class BaseQuantizer(nn.Module):
     def extra_repr(self) -> str:
         signed = {None: 'auto', True: 'signed', False: 'unsigned'}[self.signed]
         gran = f'per_channel({self.num_channels})' if self.per_channel else 'per_tensor'
-        return f'{self.mode}, bits={self.bits}, {signed}, {gran}, enabled={self.enabled}'
+        return f'{self.role}, bits={self.bits}, {signed}, {gran}, enabled={self.enabled}'

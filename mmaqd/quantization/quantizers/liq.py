@@ -32,7 +32,7 @@ from torch import nn
 from ...ops import liq_fake_quant
 from ..registry import QUANTIZERS
 from .base import BaseQuantizer
-from .utils import per_row, resolve_mode, rows, subsample, sync_mean_
+from .utils import per_row, resolve_role, rows, subsample, sync_mean_
 
 _GRID = 100  # candidates of the 'mse' init
 
@@ -43,7 +43,7 @@ class LIQ(BaseQuantizer):
 
     Args:
         bits, signed, per_channel, num_channels: see :class:`BaseQuantizer`.
-        mode: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` if ``per_channel`` or
+        role: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` if ``per_channel`` or
             ``weight_norm``, else ``'act'``).
         weight_norm: standardize the weight (detached per-tensor mean/std) before quantizing; weights only.
         init: ``'mse'``, ``'max'`` or ``'const'`` (see the module docstring).
@@ -58,19 +58,19 @@ class LIQ(BaseQuantizer):
     range_names = positive_names = ('alpha',)
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
-                 num_channels: Optional[int] = None, mode: Optional[str] = None, weight_norm: bool = False,
+                 num_channels: Optional[int] = None, role: Optional[str] = None, weight_norm: bool = False,
                  init: str = 'mse', init_value: float = 1.0, init_scale: float = 0.8, eps: float = 1e-5,
-                 zero_level: bool = False):
-        mode = resolve_mode(mode, per_channel, weight_hint=weight_norm)
-        if weight_norm and mode != 'weight':
-            raise ValueError("weight_norm=True standardizes a weight; it needs mode='weight'")
+                 zero_level: bool = False, *, mode: Optional[str] = None):
+        role = resolve_role(role, per_channel, weight_hint=weight_norm, mode=mode, where=type(self).__name__)
+        if weight_norm and role != 'weight':
+            raise ValueError("weight_norm=True standardizes a weight; it needs role='weight'")
         if init not in self.INITS:
             raise ValueError(f'init={init!r} is not supported; allowed: {self.INITS}')
         if init_value <= 0 or init_scale <= 0:
             raise ValueError(f'init_value and init_scale must be > 0, got {init_value}, {init_scale}')
         if not isinstance(zero_level, bool):
             raise TypeError(f'zero_level must be a bool, got {zero_level!r}')
-        super().__init__(bits, signed, per_channel, num_channels, mode)
+        super().__init__(bits, signed, per_channel, num_channels, role)
         self.weight_norm, self.init, self.zero_level = weight_norm, init, zero_level
         self.init_scale, self.eps = float(init_scale), float(eps)
         self.alpha = nn.Parameter(torch.full(self.param_shape, float(init_value)))  # () or (C,)

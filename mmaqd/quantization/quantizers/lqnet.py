@@ -20,7 +20,7 @@ import torch
 
 from ..registry import QUANTIZERS
 from .base import BaseQuantizer
-from .utils import resolve_mode, rows, subsample, sync_mean_
+from .utils import resolve_role, rows, subsample, sync_mean_
 
 
 def binary_codes(bits: int, signed: bool, device=None) -> torch.Tensor:
@@ -36,7 +36,7 @@ class LQNet(BaseQuantizer):
 
     Args:
         bits, signed, per_channel, num_channels: see :class:`BaseQuantizer`.
-        mode: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` iff ``per_channel``).
+        role: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` iff ``per_channel``).
         momentum: weight of the new least-squares basis in the moving average (LQ-Nets: 0.1).
         ridge: relative ridge of the closed-form solve (0 gives the plain normal equations).
         init_iters: QEM steps on the first batch.
@@ -45,12 +45,12 @@ class LQNet(BaseQuantizer):
     data_init = True
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
-                 num_channels: Optional[int] = None, mode: Optional[str] = None, momentum: float = 0.1,
-                 ridge: float = 1e-4, init_iters: int = 10):
-        mode = resolve_mode(mode, per_channel)
+                 num_channels: Optional[int] = None, role: Optional[str] = None, momentum: float = 0.1,
+                 ridge: float = 1e-4, init_iters: int = 10, *, mode: Optional[str] = None):
+        role = resolve_role(role, per_channel, mode=mode, where=type(self).__name__)
         if not 0 < momentum <= 1:
             raise ValueError(f'momentum={momentum} must be in (0, 1]')
-        super().__init__(bits, signed, per_channel, num_channels, mode)
+        super().__init__(bits, signed, per_channel, num_channels, role)
         self.momentum, self.ridge, self.init_iters = float(momentum), float(ridge), init_iters
         init = torch.tensor([2.0 ** i / (2 ** bits - 1) for i in range(bits)])  # (k,): levels on [-1, 1]/[0, 1]
         self.register_buffer('basis', init.repeat(self.param_shape + (1,)))  # (k,) or (C, k)

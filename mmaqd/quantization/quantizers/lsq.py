@@ -18,10 +18,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ...ops import round_ste
+from ...ops.ste import round_ste, scale_grad
 from ..registry import QUANTIZERS
 from .base import BaseQuantizer
-from .utils import per_row, resolve_mode, rows, scale_grad, sync_mean_
+from .utils import per_row, resolve_role, rows, sync_mean_
 
 
 @QUANTIZERS.register_module()
@@ -30,7 +30,7 @@ class LSQ(BaseQuantizer):
 
     Args:
         bits, signed, per_channel, num_channels: see :class:`BaseQuantizer`.
-        mode: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` iff ``per_channel``).
+        role: ``'weight'`` (always signed), ``'act'`` or ``None`` (``'weight'`` iff ``per_channel``).
         grad_scale: scale the step size's gradient by g = 1 / sqrt(N * Q_P) (LSQ's rule); False gives g = 1.
     """
 
@@ -38,9 +38,10 @@ class LSQ(BaseQuantizer):
     range_names = positive_names = ('step_size',)
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
-                 num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
-        mode = resolve_mode(mode, per_channel)
-        super().__init__(bits, signed, per_channel, num_channels, mode)
+                 num_channels: Optional[int] = None, role: Optional[str] = None, grad_scale: bool = True,
+                 *, mode: Optional[str] = None):
+        role = resolve_role(role, per_channel, mode=mode, where=type(self).__name__)
+        super().__init__(bits, signed, per_channel, num_channels, role)
         self.grad_scale = grad_scale
         self.step_size = nn.Parameter(torch.ones(self.param_shape))  # () or (C,)
 
@@ -82,15 +83,16 @@ class LSQ(BaseQuantizer):
 class LSQPlus(LSQ):
     """LSQ+ : LSQ with a learned offset for activations and min/max (act) or 3-sigma (weight) init.
 
-    Args: as :class:`LSQ`. Activations (``mode='act'``) get the per-tensor parameter ``offset`` (beta).
+    Args: as :class:`LSQ`. Activations (``role='act'``) get the per-tensor parameter ``offset`` (beta).
     """
 
     range_names = ('step_size', 'offset')
 
     def __init__(self, bits: int, signed: Optional[bool] = False, per_channel: bool = False,
-                 num_channels: Optional[int] = None, mode: Optional[str] = None, grad_scale: bool = True):
-        super().__init__(bits, signed, per_channel, num_channels, mode, grad_scale)
-        self.offset = nn.Parameter(torch.zeros(())) if self.mode == 'act' else None  # beta, ()
+                 num_channels: Optional[int] = None, role: Optional[str] = None, grad_scale: bool = True,
+                 *, mode: Optional[str] = None):
+        super().__init__(bits, signed, per_channel, num_channels, role, grad_scale, mode=mode)
+        self.offset = nn.Parameter(torch.zeros(())) if self.role == 'act' else None  # beta, ()
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.offset is None:

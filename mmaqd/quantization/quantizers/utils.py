@@ -1,8 +1,8 @@
-"""Helpers shared by the quantizers: weight/activation mode, per-channel views, sampling, gradient scaling and
-keeping data-driven initialisation (ranges and signedness) identical on every distributed rank.
+"""Helpers shared by the quantizers: the role (weight or activation), per-channel views, sampling and keeping
+data-driven initialisation (ranges and signedness) identical on every distributed rank.
 
-Per-channel ranges run along dim 0 (BaseQuantizer.broadcast). For an activation dim 0 is the batch, so a
-per-channel quantizer is a weight quantizer: ``mode=None`` resolves to ``'weight'`` when ``per_channel`` is set
+Per-channel ranges run along dim 0 (:func:`mmaqd.ops.broadcast_dim0`). For an activation dim 0 is the batch, so a
+per-channel quantizer is a weight quantizer: ``role=None`` resolves to ``'weight'`` when ``per_channel`` is set
 (or when a weight-only option such as LIQ's ``weight_norm`` is), else to ``'act'``.
 """
 from typing import Optional
@@ -10,19 +10,27 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
-MODES = ('weight', 'act')
+from ..deprecation import deprecated_arg
+
+#: what a quantizer quantizes: a layer's weight, or an activation (a layer's input or output, an add's operand or sum)
+ROLES = ('weight', 'act')
 
 
-def resolve_mode(mode: Optional[str], per_channel: bool, weight_hint: bool = False) -> str:
-    """``'weight'`` or ``'act'``; ``None`` infers ``'weight'`` from ``per_channel`` or ``weight_hint``."""
-    if mode is None:
-        mode = 'weight' if (per_channel or weight_hint) else 'act'
-    if mode not in MODES:
-        raise ValueError(f'mode={mode!r} is not supported; allowed: {MODES} or None')
-    if mode == 'act' and per_channel:
+def resolve_role(role: Optional[str], per_channel: bool, weight_hint: bool = False, mode: Optional[str] = None,
+                 where: str = 'quantizer') -> str:
+    """``'weight'`` or ``'act'``; ``None`` infers ``'weight'`` from ``per_channel`` or ``weight_hint``.
+
+    ``mode`` is the deprecated name of ``role`` (a warning names the new one).
+    """
+    role = deprecated_arg('mode', mode, 'role', role, where, stacklevel=3)
+    if role is None:
+        role = 'weight' if (per_channel or weight_hint) else 'act'
+    if role not in ROLES:
+        raise ValueError(f'role={role!r} is not supported; allowed: {ROLES} or None')
+    if role == 'act' and per_channel:
         raise ValueError('per_channel=True runs along dim 0, the batch dim of an activation; '
-                         "use it with mode='weight' only")
-    return mode
+                         "use it with role='weight' only")
+    return role
 
 
 def rows(x: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -40,12 +48,6 @@ def subsample(x: torch.Tensor, max_numel: int = 1 << 18) -> torch.Tensor:
     flat = x.reshape(-1)  # (N,)
     step = -(-flat.numel() // max_numel)
     return flat[::step] if step > 1 else flat  # (<= max_numel,)
-
-
-def scale_grad(p: torch.Tensor, scale: float) -> torch.Tensor:
-    """``p`` in the forward pass, gradient multiplied by ``scale`` in the backward pass (LSQ's g)."""
-    ps = p * scale
-    return p.detach() + (ps - ps.detach())  # value exactly p
 
 
 def _distributed() -> bool:
