@@ -14,6 +14,17 @@ sys.path.append(osp.join(ROOT, 'tools'))  # mmaqd_tools, the tools' own helpers 
 from mmaqd_tools.models import build_cpu_model  # noqa: E402,F401  (tests import it from here)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread during the test, the previous count restored after it: tiny tensors are faster on one,
+    and far faster on a busy 2-core machine. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def tiny_coco(tmp_path_factory) -> str:
     """The tiny preset of the generated dataset, written once per test session; returns its root folder."""

@@ -21,17 +21,7 @@ from mmengine.hooks import Hook
 
 from mmaqd.engine.hooks.utils import unwrap_model
 from mmaqd.quantization.mode import quantizers
-
-
-def _cpu(obj):
-    """``obj`` with every tensor detached, cloned and on the CPU (nested dicts / lists / tuples)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu().clone()
-    if isinstance(obj, dict):
-        return {k: _cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu(v) for v in obj)
-    return obj
+from resume_check import cpu_clone
 
 
 @HOOKS.register_module()
@@ -62,12 +52,12 @@ class DistProbeHook(Hook):
     def before_train(self, runner) -> None:
         for handle in self._handles:
             handle.remove()
-        self.after_init = {name: _cpu(q.state_dict()) for name, q in quantizers(unwrap_model(runner.model))}
+        self.after_init = {name: cpu_clone(q.state_dict()) for name, q in quantizers(unwrap_model(runner.model))}
 
     def after_train(self, runner) -> None:
         rank, world_size = get_dist_info()
         os.makedirs(self.out_dir, exist_ok=True)
         torch.save(dict(rank=rank, world_size=world_size, iter=runner.iter, fresh=self.fresh, inputs=self.inputs,
-                        after_init=self.after_init, state_dict=_cpu(unwrap_model(runner.model).state_dict()),
-                        optimizer=_cpu(runner.optim_wrapper.state_dict())),
+                        after_init=self.after_init, state_dict=cpu_clone(unwrap_model(runner.model).state_dict()),
+                        optimizer=cpu_clone(runner.optim_wrapper.state_dict())),
                    osp.join(self.out_dir, f'rank{rank}.pth'))

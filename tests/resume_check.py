@@ -12,13 +12,15 @@ from mmengine.hooks import Hook
 from mmaqd.engine.hooks.utils import unwrap_model
 
 
-def _clone(obj):
+def cpu_clone(obj):
+    """``obj`` with every tensor detached, cloned and on the CPU (nested dicts / lists / tuples); also used by
+    tests/dist_probe.py."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu().clone()
     if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
+        return {k: cpu_clone(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(v) for v in obj)
+        return type(obj)(cpu_clone(v) for v in obj)
     return obj
 
 
@@ -55,8 +57,8 @@ class ResumeProbe(Hook):
 
     def before_train(self, runner) -> None:
         self.iter = runner.iter
-        self.state_dict = _clone(unwrap_model(runner.model).state_dict())
-        self.optimizer = _clone(runner.optim_wrapper.state_dict())
+        self.state_dict = cpu_clone(unwrap_model(runner.model).state_dict())
+        self.optimizer = cpu_clone(runner.optim_wrapper.state_dict())
         schedulers = runner.param_schedulers or []
         self.param_schedulers = [s.state_dict() for s in schedulers] if isinstance(schedulers, list) else None
 

@@ -44,6 +44,29 @@ def make_runner(model):
     return runner
 
 
+def guarded(model=None):
+    """``(model, runner, hook)``: ``model`` (default: a TinyQDet built after ``torch.manual_seed(0)``), its mock
+    runner and a DivergenceGuardHook whose ``before_train`` has run."""
+    if model is None:
+        torch.manual_seed(0)
+        model = TinyQDet()
+    runner = make_runner(model)
+    hook = DivergenceGuardHook()
+    hook.before_train(runner)
+    return model, runner, hook
+
+
+def poison_at(at, change):
+    """A ``poison`` for :func:`train`: calls ``change()`` under ``torch.no_grad()`` before iteration ``at``."""
+
+    def poison(it):
+        if it == at:
+            with torch.no_grad():
+                change()
+
+    return poison
+
+
 BATCH = dict(inputs=torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)), data_samples=None)
 
 
@@ -59,22 +82,14 @@ def train(hook, runner, iters, poison=None):
 
 
 def test_healthy_run_passes_and_removes_its_hooks():
-    torch.manual_seed(0)
-    model = TinyQDet()
-    runner = make_runner(model)
-    hook = DivergenceGuardHook()
-    hook.before_train(runner)
+    model, runner, hook = guarded()
     train(hook, runner, 3)  # the non-loss 'acc' entry may be NaN
     hook.after_train(runner)
     assert not model._forward_hooks and not runner.optim_wrapper.optimizer._optimizer_step_pre_hooks
 
 
 def test_non_finite_loss_stops_before_the_step():
-    torch.manual_seed(0)
-    model = TinyQDet()
-    runner = make_runner(model)
-    hook = DivergenceGuardHook()
-    hook.before_train(runner)
+    model, runner, hook = guarded()
     saved = {}
 
     def poison(it):
@@ -95,37 +110,17 @@ def test_non_finite_loss_stops_before_the_step():
 
 
 def test_nan_parameter_is_named():
-    torch.manual_seed(0)
-    model = TinyQDet()
-    runner = make_runner(model)
-    hook = DivergenceGuardHook()
-    hook.before_train(runner)
-
-    def poison(it):
-        if it == 2:
-            with torch.no_grad():
-                model.conv.weight[0, 0, 0, 0] = NAN
-
+    model, runner, hook = guarded()
     with pytest.raises(DivergenceError,
                        match=r"iteration 3.*module 'conv', tensor 'weight' \(1 NaN, 0 inf of 108 values\)"):
-        train(hook, runner, 4, poison)
+        train(hook, runner, 4, poison_at(2, lambda: model.conv.weight[0, 0, 0, 0].fill_(NAN)))
 
 
 def test_quantizer_range_not_positive_is_named_after_the_step():
     """A negative alpha keeps the outputs finite (an all-zero activation), so only the range check sees it."""
-    torch.manual_seed(0)
-    model = TinyQDet()
-    runner = make_runner(model)
-    hook = DivergenceGuardHook()
-    hook.before_train(runner)
-
-    def poison(it):
-        if it == 1:
-            with torch.no_grad():
-                model.conv.act_quantizer.alpha.fill_(-1.0)
-
+    model, runner, hook = guarded()
     with pytest.raises(DivergenceError) as err:
-        train(hook, runner, 3, poison)
+        train(hook, runner, 3, poison_at(1, lambda: model.conv.act_quantizer.alpha.fill_(-1.0)))
     msg = str(err.value)
     assert 'at iteration 2, after the optimizer step' in msg
     assert "quantizer 'conv.act_quantizer', tensor 'alpha' = -1" in msg and 'must be finite and > 0' in msg
@@ -145,9 +140,7 @@ def test_huge_finite_values_are_no_divergence():
     assert not bool(norms_finite(big)) and bool(values_finite(big))
     model = TinyQDet()
     model.register_buffer('big', torch.full((3,), 3e38))
-    runner = make_runner(model)
-    hook = DivergenceGuardHook()
-    hook.before_train(runner)
+    _, runner, hook = guarded(model)
     train(hook, runner, 1)
 
 

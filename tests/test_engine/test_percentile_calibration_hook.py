@@ -3,30 +3,23 @@ section 3.4.1); no recalibration."""
 
 import pytest
 import torch
-from mmengine.model import BaseModel
 from torch import nn
 
 from mmaqd.engine.hooks import PercentileCalibrationHook, QuantizerInitHook
 from mmaqd.quantization import QConv2d, quantizers
-from mock_runner import CountingLoader, NoDataLoader, make_runner
+from mock_runner import CountingLoader, NoDataLoader, TwoQConvNet, make_runner
 
 ACT = dict(type='FQNAffine', bits=4)  # percentile gamma = 0.999
 WEIGHT = dict(type='FQNAffine', bits=4, per_channel=True)
 
 
-class TinyFQNNet(BaseModel):
+class TinyFQNNet(TwoQConvNet):
     """Two FQN-quantized convs; ``unused`` is never called."""
 
     def __init__(self):
-        super().__init__(data_preprocessor=dict(type='BaseDataPreprocessor'))
-        self.conv1 = QConv2d.from_float(nn.Conv2d(3, 4, 3, padding=1), WEIGHT, ACT)
-        self.bn = nn.BatchNorm2d(4)
-        self.conv2 = QConv2d.from_float(nn.Conv2d(4, 4, 3, padding=1), WEIGHT, ACT)
+        super().__init__(WEIGHT, ACT)
         self.unused = QConv2d.from_float(nn.Conv2d(4, 4, 1), WEIGHT, ACT)
         self.unused.act_quantizer.enabled = False  # disabled quantizers are not calibrated
-
-    def forward(self, inputs, data_samples=None, mode='tensor'):
-        return self.conv2(torch.relu(self.bn(self.conv1(inputs))))
 
 
 def uniform_batches(n=5):

@@ -3,30 +3,26 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from mmengine.model import BaseModel
 from torch import nn
 
 from mmaqd.engine.hooks import QuantizerInitHook
 from mmaqd.engine.hooks.utils import run_batches
 from mmaqd.quantization import QConv2d, quantizers
-from mock_runner import CountingLoader, NoDataLoader, make_runner
+from mock_runner import CountingLoader, NoDataLoader, TwoQConvNet, make_runner
 
 ACT = dict(type='LIQ', bits=4, init='max')  # alpha = 0.8 * max(x) of the first batch: easy to check
 WEIGHT = dict(type='LIQ', bits=4, weight_norm=True, init='max')
 
 
-class TinyQNet(BaseModel):
+class TinyQNet(TwoQConvNet):
     """conv -> BN -> ReLU -> conv, quantized; ``aux`` is reached only in 'loss' mode."""
 
     def __init__(self):
-        super().__init__(data_preprocessor=dict(type='BaseDataPreprocessor'))
-        self.conv1 = QConv2d.from_float(nn.Conv2d(3, 4, 3, padding=1), WEIGHT, ACT)
-        self.bn = nn.BatchNorm2d(4)
-        self.conv2 = QConv2d.from_float(nn.Conv2d(4, 4, 3, padding=1), WEIGHT, ACT)
+        super().__init__(WEIGHT, ACT)
         self.aux = QConv2d.from_float(nn.Conv2d(4, 1, 1), WEIGHT, ACT)
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
-        x = self.conv2(torch.relu(self.bn(self.conv1(inputs))))
+        x = super().forward(inputs)
         return {'loss': self.aux(x).mean()} if mode == 'loss' else x
 
 

@@ -25,15 +25,7 @@ BN = dict(type='BN', requires_grad=True)
 FCOS_SYNTH = 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py'
 RETINA_SYNTH = 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py'
 init_default_scope('mmdet')
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _head(kind: str, aqd: bool = True, norm_cfg=BN, **kwargs) -> nn.Module:

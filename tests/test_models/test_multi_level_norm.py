@@ -10,15 +10,7 @@ import mmaqd.models.layers.multi_level_norm as mln_module
 from mmaqd.models.layers import MultiLevelNorm
 
 BN = dict(type='BN', requires_grad=True)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and far faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _randomize(norm: nn.Module, seed: int) -> nn.Module:

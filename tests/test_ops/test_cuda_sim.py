@@ -25,7 +25,7 @@ from mmaqd.ops import (codes_to_values, pack_codes, quant_add_reference, quant_c
 from mmaqd.ops.extension import cuda_prepack_bytes
 
 sys.path.insert(0, osp.dirname(__file__))
-from test_quant_conv_ext import CASES, TC_CASES, _args  # noqa: E402
+from test_quant_conv_ext import CASES, TC_CASES, _args, _requantize_args  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 CSRC = osp.join(osp.dirname(osp.dirname(HERE)), 'mmaqd', 'ops', 'csrc')
@@ -123,10 +123,7 @@ def test_simulated_int64_input_and_overflow_flag(driver, tmp_path):
 
 @pytest.mark.parametrize('with_bias', [False, True])
 def test_simulated_requantize_equals_the_reference(driver, tmp_path, with_bias):
-    gen = torch.Generator().manual_seed(3)
-    acc = torch.randint(-(1 << 28), 1 << 28, (2, 5, 7, 3), generator=gen, dtype=torch.int32)
-    m0, sh = quantize_multiplier(torch.rand(5, generator=gen, dtype=torch.float64) * 1e-6 + 1e-8)
-    bias = torch.randint(-1000, 1000, (5,), generator=gen, dtype=torch.int32) if with_bias else None
+    acc, m0, sh, bias = _requantize_args(with_bias)
     header = [1, 2, 5, 21, int(with_bias), 7, 0, 15, 15, 1]
     arrays = [acc.numpy(), m0.numpy(), sh.numpy()] + ([bias.numpy()] if with_bias else [])
     head, ours = _run(driver, tmp_path, header, arrays)

@@ -70,6 +70,16 @@ def _args(case, seed=0):
     return (x, pack_codes(codes, wb), wb, (o, c // g, k, k)), kwargs
 
 
+def _requantize_args(with_bias):
+    """``(acc, m0, shift, bias)`` for requantize: int32 accumulators (2, 5, 7, 3) up to 2^28, per-channel
+    multipliers of scales about 1e-6, and an int32 bias (``None`` unless ``with_bias``)."""
+    gen = torch.Generator().manual_seed(3)
+    acc = torch.randint(-(1 << 28), 1 << 28, (2, 5, 7, 3), generator=gen, dtype=torch.int32)
+    m0, sh = quantize_multiplier(torch.rand(5, generator=gen, dtype=torch.float64) * 1e-6 + 1e-8)
+    bias = torch.randint(-1000, 1000, (5,), generator=gen, dtype=torch.int32) if with_bias else None
+    return acc, m0, sh, bias
+
+
 def _on(device, args, kwargs):
     """The arguments of _args with every tensor on ``device``."""
     move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -166,10 +176,7 @@ def test_prepacked_weights_give_the_same_integers(case, device):
 @pytest.mark.parametrize('signed', [False, True])
 @pytest.mark.parametrize('with_bias', [False, True])
 def test_compiled_requantize_equals_the_reference(signed, with_bias, device):
-    gen = torch.Generator().manual_seed(3)
-    acc = torch.randint(-(1 << 28), 1 << 28, (2, 5, 7, 3), generator=gen, dtype=torch.int32)
-    m0, sh = quantize_multiplier(torch.rand(5, generator=gen, dtype=torch.float64) * 1e-6 + 1e-8)
-    bias = torch.randint(-1000, 1000, (5,), generator=gen, dtype=torch.int32) if with_bias else None
+    acc, m0, sh, bias = _requantize_args(with_bias)
     want = codes_to_values(requantize(acc, m0, sh, bias, 7 if signed else 0, 0, 15), 15, signed)
     on = lambda t: None if t is None else t.to(device)  # noqa: E731
     args = (on(acc), on(m0), on(sh), on(bias), 7 if signed else 0, 0, 15, 15, signed)

@@ -19,47 +19,48 @@ from mmaqd.quantization.layers import Add
 from ..deprecated_names import register_deprecated_name
 
 
-class AddBasicBlock(BasicBlock):
+class _AddModuleBlock:
+    """What both blocks add to mmdet's: ``self.add`` (an :class:`Add`) and mmdet's forward around
+    :meth:`residual` (gradient checkpointing when ``with_cp``, then the ReLU after the add)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add = Add()
+
+    def residual(self, x):
+        """``self.add(branch(x), identity)``: the block before its last ReLU."""
+        raise NotImplementedError
+
+    def forward(self, x):
+        out = cp.checkpoint(self.residual, x) if self.with_cp and x.requires_grad else self.residual(x)
+        return self.relu(out)
+
+
+class AddBasicBlock(_AddModuleBlock, BasicBlock):
     """mmdet's BasicBlock with the residual add as a module (``self.add``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add = Add()
-
-    def forward(self, x):
-        def _inner_forward(x):
-            out = self.relu(self.norm1(self.conv1(x)))
-            out = self.norm2(self.conv2(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.add(out, identity)
-
-        out = cp.checkpoint(_inner_forward, x) if self.with_cp and x.requires_grad else _inner_forward(x)
-        return self.relu(out)
+    def residual(self, x):
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.add(out, identity)
 
 
-class AddBottleneck(Bottleneck):
+class AddBottleneck(_AddModuleBlock, Bottleneck):
     """mmdet's Bottleneck (plugins included) with the residual add as a module (``self.add``)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.add = Add()
-
-    def forward(self, x):
-        def _inner_forward(x):
-            out = self.relu(self.norm1(self.conv1(x)))
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv1_plugin_names)
-            out = self.relu(self.norm2(self.conv2(out)))
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv2_plugin_names)
-            out = self.norm3(self.conv3(out))
-            if self.with_plugins:
-                out = self.forward_plugin(out, self.after_conv3_plugin_names)
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.add(out, identity)
-
-        out = cp.checkpoint(_inner_forward, x) if self.with_cp and x.requires_grad else _inner_forward(x)
-        return self.relu(out)
+    def residual(self, x):
+        out = self.relu(self.norm1(self.conv1(x)))
+        if self.with_plugins:
+            out = self.forward_plugin(out, self.after_conv1_plugin_names)
+        out = self.relu(self.norm2(self.conv2(out)))
+        if self.with_plugins:
+            out = self.forward_plugin(out, self.after_conv2_plugin_names)
+        out = self.norm3(self.conv3(out))
+        if self.with_plugins:
+            out = self.forward_plugin(out, self.after_conv3_plugin_names)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.add(out, identity)
 
 
 @MODELS.register_module()

@@ -8,9 +8,11 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <tuple>
 
 #include "fixed_point.h"
 #include "fixed_point_avx512.h"
+#include "op_checks.h"
 
 namespace mmaqd {
 namespace {
@@ -159,15 +161,8 @@ at::Tensor quant_add_cpu(const at::Tensor& a_in, int64_t a_m0, int64_t a_shift, 
                          int64_t b_m0, int64_t b_shift, int64_t left_shift, int64_t bias, int64_t m0, int64_t shift,
                          int64_t zero_point, int64_t qmin, int64_t qmax, int64_t out_levels, bool out_signed) {
   TORCH_CHECK(!at::isFloatingType(a_in.scalar_type()), "quant_add: operands must be integer tensors");
-  at::Tensor a = a_in.to(at::kInt), b;
-  if (b_in.has_value()) {
-    TORCH_CHECK(!at::isFloatingType(b_in->scalar_type()), "quant_add: operands must be integer tensors");
-    b = b_in->to(at::kInt);
-    const auto shape = at::infer_size(a.sizes(), b.sizes());
-    a = a.expand(shape).contiguous(), b = b.expand(shape).contiguous();
-  } else {
-    a = a.contiguous();
-  }
+  at::Tensor a, b;
+  std::tie(a, b) = quant_add_operands(a_in, b_in);
   at::Tensor out = at::empty_like(a);
   const int32_t* pa = a.data_ptr<int32_t>();
   const int32_t* pb = b.defined() ? b.data_ptr<int32_t>() : nullptr;

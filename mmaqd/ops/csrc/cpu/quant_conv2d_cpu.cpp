@@ -25,6 +25,7 @@
 
 #include "fixed_point.h"
 #include "fixed_point_avx512.h"
+#include "op_checks.h"
 #include "packing.h"
 
 namespace mmaqd {
@@ -451,10 +452,7 @@ int64_t cpu_isa() { return int64_t(detect_isa()); }
 
 at::Tensor quant_conv2d_prepack_cpu(const at::Tensor& weight, int64_t w_bits, at::IntArrayRef w_shape,
                                     int64_t groups) {
-  TORCH_CHECK(w_shape.size() == 4 && weight.dim() == 2 && weight.scalar_type() == at::kByte,
-              "quant_conv2d_prepack: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
-  TORCH_CHECK(w_bits >= 1 && w_bits <= 8 && groups >= 1 && w_shape[0] % groups == 0,
-              "quant_conv2d_prepack: bad w_bits or groups");
+  check_quant_conv2d_prepack_args(weight, w_bits, w_shape, groups);
   return prepare_weights(weight, w_bits, w_shape, groups, w_bits <= 7);
 }
 
@@ -465,21 +463,10 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
                             int64_t zero_point, int64_t qmin, int64_t qmax, int64_t out_levels, bool out_signed,
                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                             int64_t groups, const c10::optional<at::Tensor>& prepacked) {
-  TORCH_CHECK(!at::isFloatingType(x_in.scalar_type()), "quant_conv2d: x must be an integer tensor, got ",
-              x_in.scalar_type());
-  TORCH_CHECK(x_in.dim() == 4, "quant_conv2d: x must be (N, C, H, W)");
-  TORCH_CHECK(w_shape.size() == 4 && weight.dim() == 2 && weight.scalar_type() == at::kByte,
-              "quant_conv2d: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
-  TORCH_CHECK(w_bits >= 1 && w_bits <= 8, "quant_conv2d: w_bits must be 1 to 8");
-  TORCH_CHECK(multiplier.has_value() == shift.has_value(), "quant_conv2d: give multiplier and shift together");
-  TORCH_CHECK(offset_frac_bits >= frac_bits, "quant_conv2d: offset_frac_bits must be >= frac_bits");
-  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "quant_conv2d: stride, padding and dilation must have two values");
+  check_quant_conv2d_args(x_in, weight, w_bits, w_shape, multiplier, shift, frac_bits, offset_frac_bits, stride,
+                          padding, dilation, groups);
   const int64_t n = x_in.size(0), c_in = x_in.size(1), h = x_in.size(2), wd = x_in.size(3);
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3];
-  TORCH_CHECK(groups >= 1 && c_in == cg * groups && c_out % groups == 0,
-              "quant_conv2d: channels do not match w_shape and groups");
-  TORCH_CHECK(weight.size(0) == c_out, "quant_conv2d: weight rows != C_out");
   const int64_t oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
   const int64_t ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
   TORCH_CHECK(oh > 0 && ow > 0, "quant_conv2d: the output would be empty");

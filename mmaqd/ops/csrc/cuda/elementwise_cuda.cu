@@ -8,8 +8,10 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <tuple>
 
 #include "elementwise_kernels.cuh"
+#include "op_checks.h"
 #include "torch_launcher.cuh"
 
 namespace mmaqd {
@@ -67,16 +69,8 @@ at::Tensor quant_add_cuda(const at::Tensor& a_in, int64_t a_m0, int64_t a_shift,
   TORCH_CHECK(!at::isFloatingType(a_in.scalar_type()), "quant_add: operands must be integer tensors");
   TORCH_CHECK(left_shift >= 0 && left_shift <= 30, "quant_add: left_shift must be in [0, 30]");
   const c10::cuda::CUDAGuard guard(a_in.device());
-  at::Tensor a = a_in.to(at::kInt), b;
-  if (b_in.has_value()) {
-    TORCH_CHECK(!at::isFloatingType(b_in->scalar_type()), "quant_add: operands must be integer tensors");
-    TORCH_CHECK(b_in->device() == a_in.device(), "quant_add: operands must be on one device");
-    b = b_in->to(at::kInt);
-    const auto shape = at::infer_size(a.sizes(), b.sizes());
-    a = a.expand(shape).contiguous(), b = b.expand(shape).contiguous();
-  } else {
-    a = a.contiguous();
-  }
+  at::Tensor a, b;
+  std::tie(a, b) = quant_add_operands(a_in, b_in);
   at::Tensor out = at::empty_like(a);
   if (a.numel() == 0) return out;
   const at::Tensor status = at::zeros({1}, a.options().dtype(at::kLong));

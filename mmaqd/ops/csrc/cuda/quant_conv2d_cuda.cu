@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "op_checks.h"
 #include "quant_conv2d_kernels.cuh"
 #include "torch_launcher.cuh"
 
@@ -63,10 +64,7 @@ int64_t cuda_last_conv_path() { return g_last_path.load(); }
 
 at::Tensor quant_conv2d_prepack_cuda(const at::Tensor& weight_in, int64_t w_bits, at::IntArrayRef w_shape,
                                      int64_t groups) {
-  TORCH_CHECK(w_shape.size() == 4 && weight_in.dim() == 2 && weight_in.scalar_type() == at::kByte,
-              "quant_conv2d_prepack: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
-  TORCH_CHECK(w_bits >= 1 && w_bits <= 8 && groups >= 1 && w_shape[0] % groups == 0,
-              "quant_conv2d_prepack: bad w_bits or groups");
+  check_quant_conv2d_prepack_args(weight_in, w_bits, w_shape, groups);
   const c10::cuda::CUDAGuard guard(weight_in.device());
   const at::Tensor weight = weight_in.contiguous();
   const cuda::TcLayout lay = cuda::tc_layout(int(w_bits), w_shape[0], w_shape[1], w_shape[2], w_shape[3], groups);
@@ -80,19 +78,10 @@ at::Tensor quant_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
                              int64_t zero_point, int64_t qmin, int64_t qmax, int64_t out_levels, bool out_signed,
                              at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                              int64_t groups, const c10::optional<at::Tensor>& prepacked) {
-  TORCH_CHECK(!at::isFloatingType(x_in.scalar_type()), "quant_conv2d: x must be an integer tensor, got ",
-              x_in.scalar_type());
-  TORCH_CHECK(x_in.dim() == 4, "quant_conv2d: x must be (N, C, H, W)");
-  TORCH_CHECK(w_shape.size() == 4 && weight_in.dim() == 2 && weight_in.scalar_type() == at::kByte,
-              "quant_conv2d: weight must be packed uint8 (C_out, bytes) with a 4-d w_shape");
-  TORCH_CHECK(weight_in.device() == x_in.device(), "quant_conv2d: weight must be on ", x_in.device(), ", got ",
-              weight_in.device());
-  TORCH_CHECK(w_bits >= 1 && w_bits <= 8, "quant_conv2d: w_bits must be 1 to 8");
-  TORCH_CHECK(multiplier.has_value() == shift.has_value(), "quant_conv2d: give multiplier and shift together");
-  TORCH_CHECK(offset_frac_bits >= frac_bits, "quant_conv2d: offset_frac_bits must be >= frac_bits");
+  check_quant_conv2d_args(x_in, weight_in, w_bits, w_shape, multiplier, shift, frac_bits, offset_frac_bits, stride,
+                          padding, dilation, groups);
+  // the CUDA op's own checks (the CPU op does not make them)
   TORCH_CHECK(frac_bits >= 0 && offset_frac_bits - frac_bits <= 62, "quant_conv2d: bad frac_bits");
-  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-              "quant_conv2d: stride, padding and dilation must have two values");
   TORCH_CHECK(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
                   padding[1] >= 0,
               "quant_conv2d: bad stride, padding or dilation");
@@ -101,9 +90,6 @@ at::Tensor quant_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
   g.c_out = w_shape[0], g.cg = w_shape[1], g.kh = w_shape[2], g.kw = w_shape[3], g.groups = groups;
   g.sh = stride[0], g.sw = stride[1], g.ph = padding[0], g.pw = padding[1], g.dh = dilation[0], g.dw = dilation[1];
   g.w_bits = int(w_bits);
-  TORCH_CHECK(groups >= 1 && g.c_in == g.cg * groups && g.c_out % groups == 0,
-              "quant_conv2d: channels do not match w_shape and groups");
-  TORCH_CHECK(weight_in.size(0) == g.c_out, "quant_conv2d: weight rows != C_out");
   const int64_t k = g.cg * g.kh * g.kw, fields = 8 / field_bits(int(w_bits));
   TORCH_CHECK(weight_in.size(1) * fields >= k, "quant_conv2d: weight rows hold fewer than C_in/g * kh * kw codes");
   g.oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
