@@ -116,3 +116,25 @@ def test_run_batches_stops_at_end_of_loader_and_restores_mode_on_error():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         QuantizerInitHook(**kwargs)
+
+
+@pytest.mark.parametrize('start_iter', [0, 5])
+def test_reinit_initialises_loaded_ranges_again_on_a_fresh_run_only(start_iter):
+    """Progressive initialisation: ranges loaded from a quantized checkpoint (here: set by hand and marked
+    initialised) are initialised from data again at iteration 0; a resumed run keeps them."""
+    torch.manual_seed(0)
+    model = TinyQNet().train()
+    for _, q in quantizers(model):
+        q.alpha.data.fill_(7.0)
+        q.initialized.fill_(True)
+    batches = make_batches()
+    runner = make_runner(model, CountingLoader(make_batches()))
+    runner.iter = start_iter
+    QuantizerInitHook(reinit=True).before_train(runner)
+    alpha = model.conv1.act_quantizer.alpha
+    if start_iter == 0:
+        assert torch.allclose(alpha, 0.8 * batches[0]['inputs'].max()) and 'reinit=True' in logged(runner)
+    else:
+        assert torch.equal(alpha, torch.tensor(7.0))
+    with pytest.raises(TypeError, match='reinit'):
+        QuantizerInitHook(reinit='yes')

@@ -41,6 +41,10 @@ class QuantizerInitHook(BatchDrawingHook):
         num_batches: training batches to run (>= 1); the first one initialises every quantizer it reaches.
         forward_mode: ``'tensor'`` (network forward) or ``'loss'`` (also the loss computation, for quantizers
             that only the loss path reaches).
+        reinit: at the start of a fresh run (iteration 0), initialise every data-init quantizer from data again,
+            also those a quantized ``load_from`` checkpoint initialised: progressive initialisation (e.g. a
+            2-bit fine-tune from a trained 4-bit model, whose ranges were learned for 4 bits). A resumed run keeps
+            its trained ranges.
 
     Runs after :class:`~.percentile_calibration_hook.PercentileCalibrationHook` (priority ``NORMAL`` vs
     ``ABOVE_NORMAL``) so that calibration, not a single batch, sets FQN activation ranges when both are used.
@@ -48,11 +52,20 @@ class QuantizerInitHook(BatchDrawingHook):
 
     priority = 'NORMAL'
 
-    def __init__(self, num_batches: int = 1, forward_mode: str = 'tensor') -> None:
+    def __init__(self, num_batches: int = 1, forward_mode: str = 'tensor', reinit: bool = False) -> None:
         super().__init__(num_batches, forward_mode)
+        if not isinstance(reinit, bool):
+            raise TypeError(f'QuantizerInitHook: reinit must be a bool, got {reinit!r}')
+        self.reinit = reinit
 
     def before_train(self, runner) -> None:
         model = unwrap_model(runner.model)
+        if self.reinit and runner.iter == 0:
+            reset = [q for _, q in quantizers(model) if q.data_init and q.enabled and bool(q.initialized)]
+            for q in reset:
+                q.initialized.fill_(False)
+            runner.logger.info(f'QuantizerInitHook: reinit=True, {len(reset)} loaded quantizer range(s) will be '
+                               'initialised from data again')
         pending = pending_quantizers(model)
         if not pending:
             self.skip(runner, 'every data-init quantizer is already initialised (resumed, loaded from a quantized '
