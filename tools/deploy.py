@@ -276,33 +276,31 @@ def export_onnx_files(args: argparse.Namespace, cfg: Config, conv) -> dict:
 def verify_onnx(cfg: Config, model, conv, num_images: int) -> dict:
     """ONNX Runtime beside the exact reference and the integer network on ``num_images`` test images."""
     from collections import defaultdict
+    from functools import partial
 
-    from mmaqd.deploy.grids import act_grid
     from mmaqd.deploy.onnx_export import export_onnx
-    from mmaqd.deploy.onnx_runtime import grouped_outputs, head_outputs, onnx_agreement, ort_session, output_units
-    from mmaqd.deploy.verify import exact_reference, fake_values
+    from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, onnx_agreement, ort_session, output_layout,
+                                           output_units, teacher_feeds)
+    from mmaqd.deploy.verify import exact_reference, fake_values, value_step
     net = conv.network
     teacher, probed = export_onnx(conv, probes='teacher'), export_onnx(conv, probes='outputs')
     s_teacher, s_probed = ort_session(teacher.model), ort_session(probed.model)
+    layout = output_layout(s_probed)
     exact = exact_reference(model)
-    steps = {}
-
-    def step_of(probe):
-        name = probe.rsplit('#', 1)[0]
-        if name not in steps:
-            steps[name] = 2 if act_grid(name, model.get_submodule(name)).odd else 1
-        return steps[name]
+    step_of = partial(value_step, model)
     per_op, end_to_end, seen = None, None, 0
     units = output_units(net)
     out_steps, out_rel = defaultdict(float), defaultdict(float)
     with torch.no_grad():
         for x in test_images(cfg, model, num_images):
             ref = fake_values(exact, net, x.double())
-            per_op = onnx_agreement(teacher, s_teacher, x, ref, per_op, step_of)
+            per_op = onnx_agreement(teacher, head_outputs(s_teacher, x, teacher_feeds(teacher, ref)), ref, per_op,
+                                    step_of)
             ints = net(x, keep=list(net.probes.values()))
             int_values = {p: ints['_kept'][t] for p, t in net.probes.items()}
-            end_to_end = onnx_agreement(probed, s_probed, x, int_values, end_to_end, step_of)
-            ort_out = grouped_outputs(s_probed, head_outputs(s_probed, x))
+            results = head_outputs(s_probed, x)  # one run: its integer values and its head outputs
+            end_to_end = onnx_agreement(probed, results, int_values, end_to_end, step_of)
+            ort_out = grouped_outputs(results, layout)
             for name, levels in net.dequantize(ints).items():
                 for lv, (ours, theirs) in enumerate(zip(levels, ort_out[name])):
                     unit = units[name][lv]

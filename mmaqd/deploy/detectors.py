@@ -90,15 +90,16 @@ class _OnnxDetector(_DeployedDetector):
 
     def __init__(self, onnx: str, bbox_head: dict, threads: int = None, **kwargs):
         super().__init__(bbox_head, **kwargs)
-        from .onnx_runtime import ort_session
+        from .onnx_runtime import ort_session, output_layout
         if not osp.isfile(onnx):
             raise FileNotFoundError(f'ONNX model {onnx} does not exist; export it with tools/deploy.py --format onnx')
         self.onnx_path = onnx
         self.session = ort_session(onnx, threads)
+        self.layout = output_layout(self.session)
 
     def raw_outputs(self, batch_inputs: Tensor) -> Tuple[List[Tensor], ...]:
         from .onnx_runtime import grouped_outputs, head_outputs
-        grouped = grouped_outputs(self.session, head_outputs(self.session, batch_inputs))
+        grouped = grouped_outputs(head_outputs(self.session, batch_inputs), self.layout)
         return tuple(grouped.values())
 
 

@@ -5,13 +5,15 @@ Needs ``onnxruntime`` (``pip install -r requirements/deploy.txt``).
 """
 import collections
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ['ort_session', 'head_outputs', 'grouped_outputs', 'kernel_counts', 'onnx_agreement', 'output_units',
-           'INTEGER_CONV_OPS']
+from .verify import agreement_table, count_agreement
+
+__all__ = ['ort_session', 'head_outputs', 'output_layout', 'grouped_outputs', 'kernel_counts', 'teacher_feeds',
+           'onnx_agreement', 'output_units', 'INTEGER_CONV_OPS']
 
 #: op types of ONNX Runtime's optimized graph that run a convolution with integer arithmetic
 INTEGER_CONV_OPS = ('QLinearConv', 'NhwcQLinearConv', 'ConvInteger')
@@ -49,10 +51,15 @@ def head_outputs(session, image: torch.Tensor, feeds: Optional[Dict[str, np.ndar
     return dict(zip(names, session.run(names, inputs)))
 
 
-def grouped_outputs(session, results: Dict[str, np.ndarray]) -> Dict[str, List[torch.Tensor]]:
-    """``{head output: [per-level tensor]}`` from the ``<name>_<level>`` outputs (names from the model's metadata)."""
+def output_layout(session) -> Tuple[List[str], int]:
+    """``(head output names, number of levels)`` of an exported model, from its metadata (read once per session)."""
     meta = session.get_modelmeta().custom_metadata_map
-    names, levels = meta['output_names'].split(','), int(meta['num_levels'])
+    return meta['output_names'].split(','), int(meta['num_levels'])
+
+
+def grouped_outputs(results: Dict[str, np.ndarray], layout: Tuple[List[str], int]) -> Dict[str, List[torch.Tensor]]:
+    """``{head output: [per-level tensor]}`` from the ``<name>_<level>`` outputs (``layout``: :func:`output_layout`)."""
+    names, levels = layout
     return {n: [torch.from_numpy(results[f'{n}_{lv}']) for lv in range(levels)] for n in names}
 
 
@@ -64,26 +71,26 @@ def kernel_counts(optimized_path: str) -> Dict[str, int]:
                 ops=dict(ops.most_common()))
 
 
-def onnx_agreement(export, session, image: torch.Tensor, reference: Dict[str, torch.Tensor],
-                   counts: Optional[dict] = None, step_of=None) -> dict:
-    """Per probe ``[values, equal, within one step, max steps]`` of ONNX Runtime's integer values against
-    ``reference`` ({probe: int32 values}, e.g. :func:`mmaqd.deploy.verify.fake_values` or the integer network's).
+def teacher_feeds(export, reference: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    """The graph inputs of an export made with ``probes='teacher'``: each op's inputs as ``reference`` has them
+    ({probe: int32 values}), on the ONNX model's integer carriers."""
+    return {name: (reference[p].to(torch.int32) + zp).numpy().astype(dt) for p, (name, dt, zp) in export.feeds.items()}
 
-    With an export made with ``probes='teacher'`` every op is fed the reference's values of its inputs (per-op
-    arithmetic); with ``probes='outputs'`` both run end to end. ``step_of(probe)``: the value step (2 on LIQ's odd
-    grid, else 1).
+
+def onnx_agreement(export, results: Dict[str, np.ndarray], reference: Dict[str, torch.Tensor],
+                   counts: Optional[dict] = None, step_of=None) -> dict:
+    """Per quantizer ``[values, equal, within one step, max steps]`` of ONNX Runtime's integer values (``results``
+    of :func:`head_outputs` on an export made with ``probes``) against ``reference`` ({probe: int32 values}, e.g.
+    :func:`mmaqd.deploy.verify.fake_values` or the integer network's).
+
+    With ``probes='teacher'`` (and :func:`teacher_feeds` of the reference) every op was fed the reference's values
+    of its inputs (per-op arithmetic); with ``probes='outputs'`` both ran end to end. ``step_of(probe)``: the value
+    step (:func:`mmaqd.deploy.verify.value_step`; 1 when not given).
     """
-    counts = counts if counts is not None else collections.defaultdict(lambda: [0, 0, 0, 0])
-    feeds = {name: (reference[p].to(torch.int32) + zp).numpy().astype(dt) for p, (name, dt, zp) in export.feeds.items()}
-    results = head_outputs(session, image, feeds)
+    counts = counts if counts is not None else agreement_table()
     for probe, out in export.probes.items():
-        step = step_of(probe) if step_of else 1
-        diff = (torch.from_numpy(results[out]).to(torch.int32) - reference[probe].to(torch.int32)).abs()
-        c = counts[probe.rsplit('#', 1)[0]]
-        c[0] += diff.numel()
-        c[1] += int((diff == 0).sum())
-        c[2] += int((diff <= step).sum())
-        c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
+        count_agreement(counts, probe, torch.from_numpy(results[out]), reference[probe],
+                        step_of(probe) if step_of else 1)
     return counts
 
 

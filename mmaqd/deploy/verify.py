@@ -18,7 +18,8 @@ from ..quantization.layers import QConv2d
 from .grids import act_grid, weight_grid
 from .network import IntegerNetwork
 
-__all__ = ['agreement', 'exact_reference', 'fake_values', 'summarize', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
+__all__ = ['agreement', 'agreement_table', 'count_agreement', 'exact_reference', 'fake_values', 'summarize',
+           'value_step', 'TARGET_EQUAL', 'TARGET_WITHIN_ONE']
 
 TARGET_EQUAL = 0.999     # share of identical integer values at every layer
 TARGET_WITHIN_ONE = 1.0  # share within one quantization step
@@ -50,6 +51,28 @@ def fake_values(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tenso
     return values
 
 
+def value_step(model: nn.Module, probe: str) -> int:
+    """The step between neighbouring integer values at ``probe``'s quantizer: 2 on LIQ's odd signed grid, else 1."""
+    name = probe.rsplit('#', 1)[0]
+    return 2 if act_grid(name, model.get_submodule(name)).odd else 1
+
+
+def agreement_table() -> Dict[str, List[int]]:
+    """An empty table of :func:`count_agreement`: quantizer -> ``[values, equal, within one step, max steps]``."""
+    return defaultdict(lambda: [0, 0, 0, 0])
+
+
+def count_agreement(counts: Dict[str, List[int]], probe: str, ours: torch.Tensor, ref: torch.Tensor, step: int) -> None:
+    """Accumulate ``[values, equal, within one step, max steps apart]`` of integer values ``ours`` against ``ref``
+    into ``counts[quantizer]`` (``counts``: :func:`agreement_table`)."""
+    diff = (ours.to(torch.int32) - ref.to(torch.int32)).abs()  # in integer units
+    c = counts[probe.rsplit('#', 1)[0]]
+    c[0] += diff.numel()
+    c[1] += int((diff == 0).sum())
+    c[2] += int((diff <= step).sum())
+    c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
+
+
 @torch.no_grad()
 def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
               counts: Dict[str, List[int]] = None, per_op: bool = False,
@@ -62,19 +85,12 @@ def agreement(model: nn.Module, net: IntegerNetwork, batch_inputs: torch.Tensor,
     quantizer's row measures that op's arithmetic alone. ``fake``: :func:`fake_values` of this batch, if already
     computed.
     """
-    counts = counts if counts is not None else defaultdict(lambda: [0, 0, 0, 0])
+    counts = counts if counts is not None else agreement_table()
     fake = fake if fake is not None else fake_values(model, net, batch_inputs)
     override = {net.probes[p]: v for p, v in fake.items()} if per_op else {}
     kept = net(batch_inputs, keep=list(net.probes.values()), override=override)['_kept']
     for probe, ref in fake.items():
-        name = probe.rsplit('#', 1)[0]
-        step = 2 if act_grid(name, model.get_submodule(name)).odd else 1
-        diff = (ref - kept[net.probes[probe]].to(torch.int32)).abs()  # in integer units
-        c = counts[name]
-        c[0] += diff.numel()
-        c[1] += int((diff == 0).sum())
-        c[2] += int((diff <= step).sum())
-        c[3] = max(c[3], int(diff.max()) // step if diff.numel() else 0)
+        count_agreement(counts, probe, kept[net.probes[probe]], ref, value_step(model, probe))
     return counts
 
 

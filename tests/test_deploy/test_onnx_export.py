@@ -17,8 +17,8 @@ from mmaqd.deploy.converter import convert_detector  # noqa: E402
 from mmaqd.deploy.grids import weight_grid  # noqa: E402
 from mmaqd.deploy.onnx_export import export_onnx, onnx_weight  # noqa: E402
 from mmaqd.deploy.onnx_runtime import (grouped_outputs, head_outputs, kernel_counts, onnx_agreement,  # noqa: E402
-                                       ort_session, output_units)
-from mmaqd.deploy.verify import exact_reference, fake_values, summarize  # noqa: E402
+                                       ort_session, output_layout, output_units, teacher_feeds)
+from mmaqd.deploy.verify import exact_reference, fake_values, summarize, value_step  # noqa: E402
 from tiny_models import FCOS_F8L8, FCOS_F8L8_ZL, RETINA_F8L8, tiny_quantized  # noqa: E402
 
 ZERO_LEVEL = {'model.quant_cfg.weight_quant.zero_level': True, 'model.quant_cfg.input_quant.zero_level': True}
@@ -29,17 +29,18 @@ def _converted(config, cfg_options=None):
     return model, x, convert_detector(model)
 
 
-def _step_of(model):
-    from mmaqd.deploy.grids import act_grid
-    return lambda probe: 2 if act_grid(probe.rsplit('#', 1)[0], model.get_submodule(probe.rsplit('#', 1)[0])).odd \
-        else 1
+def _teacher_rows(model, exported, session, x, ref):
+    """Agreement rows of ONNX Runtime fed the reference's values of every op's inputs."""
+    results = head_outputs(session, x, teacher_feeds(exported, ref))
+    rows, _ = summarize(onnx_agreement(exported, results, ref, step_of=lambda p: value_step(model, p)))
+    return rows
 
 
 def _per_op_rows(model, x, conv):
     ref = fake_values(exact_reference(model), conv.network, x.double())
     exported = export_onnx(conv, probes='teacher')
     assert set(exported.probes) == set(conv.network.probes) == set(exported.feeds)
-    rows, _ = summarize(onnx_agreement(exported, ort_session(exported.model), x, ref, step_of=_step_of(model)))
+    rows = _teacher_rows(model, exported, ort_session(exported.model), x, ref)
     assert {r[0] for r in rows} == {p.rsplit('#', 1)[0] for p in conv.network.probes}
     return rows, exported
 
@@ -95,9 +96,7 @@ def test_head_outputs_match_the_integer_network_within_a_step(config):
     session = ort_session(exported.model)
     ints = net(x, keep=list(net.probes.values()))
     values = {p: ints['_kept'][t] for p, t in net.probes.items()}
-    feeds = {name: (values[p].to(torch.int32) + zp).numpy().astype(dt) for p, (name, dt, zp) in
-             exported.feeds.items()}
-    theirs = grouped_outputs(session, head_outputs(session, x, feeds))
+    theirs = grouped_outputs(head_outputs(session, x, teacher_feeds(exported, values)), output_layout(session))
     units = output_units(net)
     ours = net.dequantize(ints)
     assert list(theirs) == net.output_names
@@ -139,8 +138,7 @@ def test_int4_weights_are_exact_but_leave_onnx_runtime_in_float(tmp_path):
     assert len(int4) >= 30 and len(int8) <= 4  # the 36 4-bit convs (identical arrays shared) vs the 4 8-bit ones
     ref = fake_values(exact_reference(model), conv.network, x.double())
     optimized = str(tmp_path / 'opt.onnx')
-    rows, _ = summarize(onnx_agreement(exported, ort_session(exported.model, optimized_path=optimized), x, ref,
-                                       step_of=_step_of(model)))
+    rows = _teacher_rows(model, exported, ort_session(exported.model, optimized_path=optimized), x, ref)
     assert all(within == 100.0 for _, _, _, within, _ in rows)
     assert kernel_counts(optimized)['integer'] < 10
 
