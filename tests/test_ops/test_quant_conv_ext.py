@@ -117,6 +117,8 @@ def test_errors_match_the_reference(device):
             fn(x, packed, 8, (1, 4, 1, 1), frac_bits=16)
         with pytest.raises(TypeError):
             fn(x.float(), packed, 8, (1, 4, 1, 1))
+        with pytest.raises(RuntimeError, match='stride'):  # checked before the compiled op divides by it
+            fn(x, packed, 8, (1, 4, 1, 1), stride=0)
 
 
 @pytest.mark.parametrize('env', [dict(MMAQD_FORCE_SCALAR='1'), dict(MMAQD_ISA='avx2')],

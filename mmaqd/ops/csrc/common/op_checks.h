@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <ATen/ExpandUtils.h>
 
+#include <tuple>
 #include <utility>
 
 namespace mmaqd {
@@ -44,6 +45,19 @@ inline void check_quant_conv2d_args(const at::Tensor& x, const at::Tensor& weigh
   TORCH_CHECK(groups >= 1 && c_in == cg * groups && c_out % groups == 0,
               "quant_conv2d: channels do not match w_shape and groups");
   TORCH_CHECK(weight.size(0) == c_out, "quant_conv2d: weight rows != C_out");
+}
+
+// quant_conv2d's output size (OH, OW) for x (N, C, H, W): stride and dilation >= 1, padding >= 0 (checked before
+// dividing by the stride), and an output that is not empty.
+inline std::pair<int64_t, int64_t> conv_output_hw(const at::Tensor& x, at::IntArrayRef w_shape, at::IntArrayRef stride,
+                                                  at::IntArrayRef padding, at::IntArrayRef dilation) {
+  TORCH_CHECK(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
+                  padding[1] >= 0,
+              "quant_conv2d: bad stride, padding or dilation");
+  const int64_t oh = (x.size(2) + 2 * padding[0] - dilation[0] * (w_shape[2] - 1) - 1) / stride[0] + 1;
+  const int64_t ow = (x.size(3) + 2 * padding[1] - dilation[1] * (w_shape[3] - 1) - 1) / stride[1] + 1;
+  TORCH_CHECK(oh > 0 && ow > 0, "quant_conv2d: the output would be empty");
+  return {oh, ow};
 }
 
 // quant_add's operands: int32, contiguous, and (b given) broadcast to one shape; b is undefined when absent. The

@@ -467,9 +467,8 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
                           padding, dilation, groups);
   const int64_t n = x_in.size(0), c_in = x_in.size(1), h = x_in.size(2), wd = x_in.size(3);
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3];
-  const int64_t oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) / stride[0] + 1;
-  const int64_t ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) / stride[1] + 1;
-  TORCH_CHECK(oh > 0 && ow > 0, "quant_conv2d: the output would be empty");
+  int64_t oh = 0, ow = 0;
+  std::tie(oh, ow) = conv_output_hw(x_in, w_shape, stride, padding, dilation);
   at::Tensor out = at::empty({n, c_out, oh, ow}, x_in.options().dtype(at::kInt));
   if (n == 0) return out;
 

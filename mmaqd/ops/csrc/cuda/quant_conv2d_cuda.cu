@@ -82,9 +82,6 @@ at::Tensor quant_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
                           padding, dilation, groups);
   // the CUDA op's own checks (the CPU op does not make them)
   TORCH_CHECK(frac_bits >= 0 && offset_frac_bits - frac_bits <= 62, "quant_conv2d: bad frac_bits");
-  TORCH_CHECK(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 && padding[0] >= 0 &&
-                  padding[1] >= 0,
-              "quant_conv2d: bad stride, padding or dilation");
   cuda::ConvGeom g{};
   g.n = x_in.size(0), g.c_in = x_in.size(1), g.h = x_in.size(2), g.w = x_in.size(3);
   g.c_out = w_shape[0], g.cg = w_shape[1], g.kh = w_shape[2], g.kw = w_shape[3], g.groups = groups;
@@ -92,9 +89,7 @@ at::Tensor quant_conv2d_cuda(const at::Tensor& x_in, const at::Tensor& weight_in
   g.w_bits = int(w_bits);
   const int64_t k = g.cg * g.kh * g.kw, fields = 8 / field_bits(int(w_bits));
   TORCH_CHECK(weight_in.size(1) * fields >= k, "quant_conv2d: weight rows hold fewer than C_in/g * kh * kw codes");
-  g.oh = (g.h + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
-  g.ow = (g.w + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
-  TORCH_CHECK(g.oh > 0 && g.ow > 0, "quant_conv2d: the output would be empty");
+  std::tie(g.oh, g.ow) = conv_output_hw(x_in, w_shape, stride, padding, dilation);
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor out = at::empty({g.n, g.c_out, g.oh, g.ow}, x_in.options().dtype(at::kInt));
   if (g.n == 0) return out;
