@@ -29,8 +29,8 @@ def _ort():
 
 
 def ort_session(model, threads: Optional[int] = None, optimized_path: Optional[str] = None):
-    """An ONNX Runtime CPU session of ``model`` (a path or an ``onnx.ModelProto``) with all graph optimizations;
-    ``optimized_path``: where to write the optimized graph (to count its integer kernels)."""
+    """An ONNX Runtime CPU session of ``model`` (a path, serialized bytes or an ``onnx.ModelProto``) with all graph
+    optimizations; ``optimized_path``: where to write the optimized graph (to count its integer kernels)."""
     ort = _ort()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -39,7 +39,7 @@ def ort_session(model, threads: Optional[int] = None, optimized_path: Optional[s
         so.intra_op_num_threads = threads
     if optimized_path:
         so.optimized_model_filepath = optimized_path
-    data = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    data = model if isinstance(model, (str, os.PathLike, bytes)) else model.SerializeToString()
     return ort.InferenceSession(data, so, providers=['CPUExecutionProvider'])
 
 

@@ -19,11 +19,11 @@ copied along) against its bf16 twin (:mod:`mmaqd.deploy.float_twin`: the same gr
 images of ``--size``; target: the integer network >= 1.3x the bf16 one.
 """
 import argparse
+import io
 import os.path as osp
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from typing import Dict, List
 
@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def time_parts(model, batches: List[dict], integer: bool) -> Dict[str, float]:
+def time_parts(model, batches: List[dict]) -> Dict[str, float]:
     """Median seconds per image of preprocessing, network and post-processing (and their sum)."""
     parts = {'preprocess': [], 'network': [], 'postprocess': [], 'whole': []}
     head = model.bbox_head
@@ -84,10 +84,10 @@ class _OnnxFP32:
     """The FP32 detector's convs exported to ONNX (torch's exporter) in ONNX Runtime, with the FP32 detector's own
     pre- and post-processing: the ``model`` interface :func:`time_parts` times."""
 
-    def __init__(self, fp_model, threads: int, path: str):
+    def __init__(self, fp_model, threads: int, model: bytes):
         from mmaqd.deploy.onnx_runtime import ort_session
         self.data_preprocessor, self.bbox_head = fp_model.data_preprocessor, fp_model.bbox_head
-        self.session = ort_session(path, threads)
+        self.session = ort_session(model, threads)
         self.groups = len(fp_model.bbox_head.prior_generator.strides)
 
     def _forward(self, x):
@@ -95,8 +95,9 @@ class _OnnxFP32:
         return tuple(outs[i:i + self.groups] for i in range(0, len(outs), self.groups))
 
 
-def export_fp32(fp_model, path: str) -> None:
-    """The FP32 detector's ``forward(mode='tensor')`` as ONNX (opset 17, dynamic batch and size)."""
+def export_fp32(fp_model) -> bytes:
+    """The FP32 detector's ``forward(mode='tensor')`` as a serialized ONNX model (opset 17, dynamic batch and
+    size)."""
 
     class Flat(torch.nn.Module):
         def __init__(self, model):
@@ -106,9 +107,10 @@ def export_fp32(fp_model, path: str) -> None:
         def forward(self, x):
             return tuple(t for group in self.model(x, mode='tensor') for t in group)
 
-    x = torch.randn(1, 3, 320, 320)
-    torch.onnx.export(Flat(fp_model).eval(), (x,), path, dynamo=False, opset_version=17, input_names=['image'],
+    x, buffer = torch.randn(1, 3, 320, 320), io.BytesIO()
+    torch.onnx.export(Flat(fp_model).eval(), (x,), buffer, dynamo=False, opset_version=17, input_names=['image'],
                       dynamic_axes={'image': {0: 'batch', 2: 'height', 3: 'width'}})
+    return buffer.getvalue()
 
 
 CUDA_TARGET = 1.3
@@ -197,13 +199,11 @@ def main(argv=None) -> int:
     if not onnx_ok:
         print(f'ONNX rows skipped: no {qdq} (tools/deploy.py --format onnx) or no onnxruntime '
               '(pip install -r requirements/deploy.txt)\n')
-    tmp = tempfile.TemporaryDirectory()
     if onnx_ok:
         from mmdet.registry import MODELS
         from mmengine.config import Config
         from mmengine.registry import init_default_scope
-        fp_onnx = osp.join(tmp.name, 'fp32.onnx')
-        export_fp32(fp_model, fp_onnx)
+        fp_onnx = export_fp32(fp_model)
         onnx_cfg = Config.fromfile(osp.join(osp.dirname(qdq), 'onnx_model.py'))
         onnx_cfg.model.onnx = qdq
         init_default_scope('mmdet')
@@ -213,12 +213,12 @@ def main(argv=None) -> int:
     verdicts = []
     for threads in args.threads:
         torch.set_num_threads(threads)
-        times = {'FP32 (mmdet, PyTorch)': time_parts(fp_model, batches, False)}
+        times = {'FP32 (mmdet, PyTorch)': time_parts(fp_model, batches)}
         if onnx_ok:
-            times['FP32 (ONNX Runtime)'] = time_parts(_OnnxFP32(fp_model, threads, fp_onnx), batches, False)
+            times['FP32 (ONNX Runtime)'] = time_parts(_OnnxFP32(fp_model, threads, fp_onnx), batches)
             onnx_cfg.model.threads = threads
-            times['QDQ int8 (ONNX Runtime)'] = time_parts(MODELS.build(onnx_cfg.model).eval(), batches, True)
-        it = times['integer (mmaqd)'] = time_parts(int_det, batches, True)
+            times['QDQ int8 (ONNX Runtime)'] = time_parts(MODELS.build(onnx_cfg.model).eval(), batches)
+        it = times['integer (mmaqd)'] = time_parts(int_det, batches)
         for name, t in times.items():
             print(f'| {threads} | {name} | ' + ' | '.join(f'{1e3 * t[k]:.1f}' for k in parts)
                   + f' | {t["whole"] / it["whole"]:.2f}x |')
@@ -232,7 +232,6 @@ def main(argv=None) -> int:
         if four_bit:
             line += f' (target at 4 bits >= {TARGET}x: {"met" if ratio >= TARGET else "MISSED"})'
         print(line + f'; the fastest baseline, {best}, takes {best_ratio:.2f}x the integer detector\'s time')
-    tmp.cleanup()
     return 0
 
 
