@@ -9,7 +9,8 @@ pycocotools (mmdet's ``CocoMetric``):
 * :func:`run_stage` trains and tests. A finished stage (its ``final.pth`` exists) is only evaluated again; an
   interrupted one resumes from its own latest checkpoint; a fresh one starts from ``load_from`` (the weights of
   the stage it fine-tunes from). It writes ``stage.json`` beside ``final.pth`` with what the weights were trained
-  with, and warns when a finished stage is reused with a different config or different overrides.
+  with (config, overrides, seed), and warns when a finished stage is reused with a different config, different
+  overrides or another seed.
 * :func:`coco_ap` turns ``CocoMetric`` output into AP, AP50, AP75, APs, APm, APl in percent;
   :func:`markdown_table` formats rows of them.
 """
@@ -143,6 +144,8 @@ class StageResult:
         train_seconds: wall time of the training that produced the weights, from ``stage.json`` when it was
             reused (``None`` if unknown).
         checkpoint: the stage's ``final.pth``.
+        seed: the random seed the weights were trained with (mmengine's ``randomness.seed``); ``None`` when
+            unknown (a stage trained unseeded, or before seeds were recorded).
     """
 
     name: str
@@ -152,6 +155,7 @@ class StageResult:
     trained: bool
     train_seconds: Optional[float] = None
     checkpoint: str = ''
+    seed: Optional[int] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,10 +179,13 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     return ckpt if ckpt and osp.isfile(ckpt) else None
 
 
-def _check_reuse(record: Optional[dict], config: str, cfg_options: Optional[dict], log) -> None:
+def _check_reuse(record: Optional[dict], config: str, cfg_options: Optional[dict], seed: Optional[int],
+                 log) -> None:
     if record is None:
         return
     diffs = []
+    if seed is not None and record.get('seed') != seed:
+        diffs.append(f"seed {record.get('seed')} -> {seed}")
     if record.get('config') != config:
         diffs.append(f"config {record.get('config')} -> {config}")
     if (record.get('cfg_options') or {}) != _jsonable(cfg_options or {}):
@@ -195,7 +202,7 @@ def _jsonable(value):
 def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = None,
               cfg_options: Optional[dict] = None, retrain: bool = False, data_root: Optional[str] = None,
               rescale: bool = False, iters_scale: float = 1.0, runner_factory: Optional[Callable] = None,
-              log: Callable[[str], None] = _print) -> StageResult:
+              log: Callable[[str], None] = _print, seed: Optional[int] = None) -> StageResult:
     """Train ``config`` as stage ``name`` in ``work_dir`` and evaluate it; returns a :class:`StageResult`.
 
     * ``<work_dir>/final.pth`` exists and not ``retrain``: only evaluate it.
@@ -206,22 +213,29 @@ def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = 
     After training the weights are saved as ``final.pth`` (no optimizer state) with ``stage.json``. Only an
     explicit checkpoint is ever resumed: ``load_from`` is loaded as initial weights, never resumed from.
     ``cfg_options``, ``data_root``, ``rescale`` and ``iters_scale`` go to :func:`build_stage_cfg`;
-    ``runner_factory`` (default ``Runner.from_cfg``) builds the runner from the config.
+    ``runner_factory`` (default ``Runner.from_cfg``) builds the runner from the config. ``seed`` (an int) seeds
+    the training (``randomness.seed``, recorded in ``stage.json``); ``None`` keeps the config's randomness. A
+    finished stage is reused whatever its seed (with a warning when it differs); the result reports the seed its
+    weights were trained with.
     """
     if runner_factory is None:
         from mmengine.runner import Runner
         runner_factory = Runner.from_cfg
     cfg = build_stage_cfg(config, work_dir, name, cfg_options, data_root, rescale, iters_scale, log)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f'seed must be a non-negative int or None, got {seed!r}')
+        cfg.randomness = dict(cfg.get('randomness') or {}, seed=seed)
     final = osp.join(work_dir, FINAL)
     start = time.time()
     if osp.isfile(final) and not retrain:
         record = _read_record(work_dir)
-        _check_reuse(record, config, cfg_options, log)
+        _check_reuse(record, config, cfg_options, seed, log)
         log(f'stage {name}: {final} exists, evaluating it (--retrain trains again)')
         cfg.load_from, cfg.resume = final, False
         metrics = coco_ap(runner_factory(cfg).test())
         return StageResult(name, config, metrics, round(time.time() - start, 1), False,
-                           (record or {}).get('train_seconds'), final)
+                           (record or {}).get('train_seconds'), final, (record or {}).get('seed'))
 
     latest = None if retrain else latest_checkpoint(work_dir)
     if latest:
@@ -238,8 +252,8 @@ def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = 
     runner.save_checkpoint(work_dir, FINAL, save_optimizer=False, save_param_scheduler=False)
     with open(osp.join(work_dir, RECORD), 'w') as f:
         json.dump(dict(stage=name, config=config, cfg_options=_jsonable(cfg_options or {}), load_from=load_from,
-                       resumed_from=latest, train_seconds=train_seconds), f, indent=2)
-    return StageResult(name, config, metrics, round(time.time() - start, 1), True, train_seconds, final)
+                       resumed_from=latest, train_seconds=train_seconds, seed=seed), f, indent=2)
+    return StageResult(name, config, metrics, round(time.time() - start, 1), True, train_seconds, final, seed)
 
 
 # --------------------------------------------------------------------------------------------- environment

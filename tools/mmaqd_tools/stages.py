@@ -48,6 +48,12 @@ def _ablation(suffix: str, what: str) -> Variant:
                    target=False)
 
 
+def _fqn_ablation(suffix: str, what: str) -> Variant:
+    """A 4-bit FQN RetinaNet ablation of configs/fqn/ablations/ (a baseline: no gap target)."""
+    config = f'configs/fqn/ablations/retinanet_r18-c32_fpn_fqn-w4a4-{suffix}_synth.py'
+    return Variant(f'fqn-w4a4-{suffix}-retinanet', config, 'fp-retinanet', 4, what, target=False)
+
+
 #: every stage, each FP detector before the stages that start from it
 VARIANTS: List[Variant] = [
     Variant('fp', 'configs/fcos/fcos_r18-c32_fpn_bn-head_synth.py', None, None, 'FCOS, full precision'),
@@ -72,6 +78,7 @@ VARIANTS: List[Variant] = [
     _ablation('dorefa', 'FCOS, multi-level BN, 2 bits, DoReFa instead of LIQ'),
     _ablation('pact', 'FCOS, multi-level BN, 2 bits, PACT instead of LIQ'),
     _ablation('lqnet', 'FCOS, multi-level BN, 2 bits, LQ-Nets instead of LIQ'),
+    _ablation('distill', 'AQD FCOS, 2 bits, distilled from the FP detector (features and head outputs)'),
     Variant('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', 4,
             'FCOS fully quantized with LIQ, 4 bits, first/last layers at 8 bits, one shared head BN', target=False),
     Variant('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, None,
@@ -89,5 +96,10 @@ VARIANTS: List[Variant] = [
     Variant('fqn-w4a4-retinanet', 'configs/fqn/retinanet_r18-c32_fpn_fqn-w4a4_synth.py', 'fp-retinanet', 4,
             'FQN RetinaNet, 4 bits (baseline: folded frozen BN, percentile calibration, fully quantized)',
             target=False),
+    _fqn_ablation('f0p0c0', 'FQN RetinaNet, 4 bits, without F, P and C (FQN Table 2a row 1, Jacob et al.)'),
+    _fqn_ablation('f1p0c0', 'FQN RetinaNet, 4 bits, F only: frozen folded BN (FQN Table 2a row 2)'),
+    _fqn_ablation('f0p1c0', 'FQN RetinaNet, 4 bits, P only: percentile calibration (FQN Table 2a row 3)'),
+    _fqn_ablation('f0p0c1', 'FQN RetinaNet, 4 bits, C only: per-channel weights (FQN Table 2a row 4)'),
+    _fqn_ablation('l8', 'FQN RetinaNet, 4 bits, prediction layers (inputs, weights, outputs) at 8 bits'),
 ]
 BY_NAME: Dict[str, Variant] = {v.name: v for v in VARIANTS}
