@@ -145,7 +145,10 @@ class Quantize(nn.Module):
         q = (1 << s['bits']) - 1
         steps = (q - 1) // 2 if zero_level else q  # alpha / scale
         out = liq_fake_quant(x.float(), self.alpha, s['bits'], s['signed'], zero_level)
-        return torch.round(out * steps / self.alpha).to(_I32)
+        v = torch.round(out * steps / self.alpha).to(_I32)
+        # channels-last from here on: the compiled convs read NHWC and keep their input's format, so the integer
+        # tensors of the graph are never transposed again
+        return v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
 
 
 class FloatConv(nn.Module):

@@ -210,6 +210,60 @@ def test_compiled_quant_add_equals_the_reference(two, device):
     torch.library.opcheck(torch.ops.mmaqd.quant_add.default, op_args)
 
 
+CHANNELS_LAST = torch.channels_last
+
+
+@pytest.mark.parametrize('case', CASES + TC_CASES[:3])
+@pytest.mark.parametrize('dtype', [torch.int32, torch.int16, torch.int64])
+def test_channels_last_in_channels_last_out_with_the_same_integers(case, dtype):
+    """The integer network keeps its tensors channels-last: the CPU op reads them without a transpose and writes
+    its output channels-last too (an NCHW input keeps an NCHW output), with the reference's integers."""
+    args, kwargs = _args(case)
+    ref = quant_conv2d_reference(*args, **kwargs)
+    x = args[0].to(dtype).contiguous(memory_format=CHANNELS_LAST)
+    ours = quant_conv2d(x, *args[1:], **kwargs)
+    assert torch.equal(ours, ref)
+    if ref.numel() and ref.shape[1] > 1 and ref.shape[2] * ref.shape[3] > 1:  # else both formats are one layout
+        assert ours.is_contiguous(memory_format=CHANNELS_LAST) and not ours.is_contiguous()
+        nchw = quant_conv2d(args[0], *args[1:], **kwargs)
+        assert nchw.is_contiguous() and torch.equal(nchw, ref)
+
+
+def test_channels_last_requantize_per_channel_with_left_shifts():
+    """Channels-last accumulators are requantized per pixel, 8 channels per vector with per-lane multipliers;
+    channels whose multiplier exceeds 1 (a left shift) and a channel tail go through the scalar loop."""
+    gen = torch.Generator().manual_seed(5)
+    acc = torch.randint(-(1 << 20), 1 << 20, (2, 19, 5, 7), generator=gen, dtype=torch.int32)
+    scales = torch.rand(19, generator=gen, dtype=torch.float64) * 1e-4 + 1e-6
+    scales[[2, 11]] = torch.tensor([3.0, 1.5], dtype=torch.float64) / (1 << 10)  # and two multipliers > 1 below
+    acc[:, [2, 11]] //= 1 << 12
+    scales[[5]] = 2.5
+    acc[:, 5] = torch.randint(-100, 100, (2, 5, 7), generator=gen, dtype=torch.int32)
+    m0, sh = quantize_multiplier(scales)
+    assert (sh > 0).any() and (sh < 0).any()
+    bias = torch.randint(-1000, 1000, (19,), generator=gen, dtype=torch.int32)
+    want = codes_to_values(requantize(acc, m0, sh, bias, 7, 0, 15), 15, True)
+    ours = requantize_values(acc.contiguous(memory_format=CHANNELS_LAST), m0, sh, bias, 7, 0, 15, 15, True)
+    assert ours.is_contiguous(memory_format=CHANNELS_LAST) and torch.equal(ours, want)
+    assert len(ours.unique()) > 5
+
+
+@pytest.mark.parametrize('b_format', [CHANNELS_LAST, torch.contiguous_format])
+def test_channels_last_quant_add_keeps_the_format(b_format):
+    gen = torch.Generator().manual_seed(6)
+    a = torch.randint(-15, 16, (2, 6, 5, 4), generator=gen, dtype=torch.int32)
+    b = torch.randint(0, 16, (2, 6, 5, 4), generator=gen, dtype=torch.int32)
+    am, ash = quantize_multiplier(torch.tensor(0.4, dtype=torch.float64))
+    bm, bsh = quantize_multiplier(torch.tensor(0.3, dtype=torch.float64))
+    om, osh = quantize_multiplier(torch.tensor(1e-5, dtype=torch.float64))
+    args = (am, ash, b, bm, bsh, 20, 100, om, osh, 7, 0, 15, 15, True)
+    want = quant_add_reference(a, *args)
+    ours = quant_add(a.contiguous(memory_format=CHANNELS_LAST), am, ash, b.contiguous(memory_format=b_format),
+                     *args[3:])
+    assert ours.is_contiguous(memory_format=CHANNELS_LAST) and torch.equal(ours, want)
+    assert len(want.unique()) > 4
+
+
 # ------------------------------------------------------------------------------------------ CUDA only
 @NEEDS_CUDA
 @pytest.mark.parametrize('case', CASES + TC_CASES)

@@ -15,6 +15,9 @@ the median time (interleaved repetitions) of:
   output), the best int8 CPU convolution in PyTorch;
 * fp32: ``torch.nn.functional.conv2d`` (oneDNN).
 
+Every input is channels-last (NHWC), the layout each of them runs in a deployed network (the integer network
+keeps its int32 tensors channels-last; fbgemm converts an NCHW input to NHWC on every call).
+
 Prints one table per detector and thread count with the ratio fbgemm / mmaqd (> 1: mmaqd faster) and fp32 /
 mmaqd, then the targets: geometric mean over the layers of fbgemm / mmaqd >= 1.0 at 8 bits, 1.3 at 4 bits and
 1.8 at 2 bits; a missed target is printed as MISSED. The machine is printed too. Activations are unsigned codes
@@ -104,7 +107,7 @@ def bench_layer(layer: Layer, bits: int, reps: int) -> Dict[str, float]:
     x_bits = 8 if layer.first else bits
     q_x, q_w = (1 << x_bits) - 1, (1 << bits) - 1
     codes_x = torch.randint(0, q_x + 1, (1, layer.c_in, layer.h, layer.w), generator=gen)
-    x = (2 * codes_x - q_x if layer.first else codes_x).to(torch.int32)
+    x = (2 * codes_x - q_x if layer.first else codes_x).to(torch.int32).contiguous(memory_format=torch.channels_last)
     codes_w = torch.randint(0, q_w + 1, (layer.c_out, layer.c_in * layer.k * layer.k), generator=gen)
     packed = pack_codes(codes_w, bits)
     m0, shift = quantize_multiplier(torch.full((layer.c_out,), 1e-4, dtype=torch.float64))

@@ -64,15 +64,19 @@ inline std::pair<int64_t, int64_t> conv_output_hw(const at::Tensor& x, at::IntAr
 // caller checks that a is an integer tensor.
 inline std::pair<at::Tensor, at::Tensor> quant_add_operands(const at::Tensor& a_in,
                                                             const c10::optional<at::Tensor>& b_in) {
+  // both operands dense in a's memory format (channels-last stays channels-last), so that the element-wise
+  // kernels run over the storage and the output (empty_like) keeps that format
+  const at::MemoryFormat fmt = a_in.dim() == 4 ? a_in.suggest_memory_format() : at::MemoryFormat::Contiguous;
   at::Tensor a = a_in.to(at::kInt), b;
   if (b_in.has_value()) {
     TORCH_CHECK(!at::isFloatingType(b_in->scalar_type()), "quant_add: operands must be integer tensors");
     TORCH_CHECK(b_in->device() == a_in.device(), "quant_add: operands must be on one device");
     b = b_in->to(at::kInt);
     const auto shape = at::infer_size(a.sizes(), b.sizes());
-    a = a.expand(shape).contiguous(), b = b.expand(shape).contiguous();
+    const at::MemoryFormat f = shape.size() == 4 ? fmt : at::MemoryFormat::Contiguous;
+    a = a.expand(shape).contiguous(f), b = b.expand(shape).contiguous(f);
   } else {
-    a = a.contiguous();
+    a = a.contiguous(fmt);
   }
   return {a, b};
 }

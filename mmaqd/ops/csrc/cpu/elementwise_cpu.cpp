@@ -12,6 +12,7 @@
 
 #include "fixed_point.h"
 #include "fixed_point_avx512.h"
+#include "minmax_cpu.h"
 #include "op_checks.h"
 
 namespace mmaqd {
@@ -121,13 +122,56 @@ MMAQD_AVX512 bool requantize_row_avx512(const int32_t* a, int32_t* o, int64_t np
   return requantize_row_scalar(a, o, i, np, r) && ok;
 }
 
+// one pixel of a channels-last accumulator: channels [0, c) with their own multiplier, shift and bias; 8 channels
+// per step, the rest (and channels whose shift is a left shift: a multiplier > 1) in the scalar loop
+MMAQD_AVX512 bool requantize_pixel_avx512(const int32_t* a, int32_t* o, int64_t c, const int32_t* pm, const int32_t* ps,
+                                          const int32_t* pb, const RequantRow& base) {
+  const __m512i zp = _mm512_set1_epi64(base.zero_point), lo = _mm512_set1_epi64(base.qmin);
+  const __m512i hi = _mm512_set1_epi64(base.qmax), q = _mm512_set1_epi64(base.out_levels);
+  const __m512i vmin = _mm512_set1_epi64(kInt32Min), vmax = _mm512_set1_epi64(kInt32Max);
+  const __m512i zero = _mm512_setzero_si512();
+  __mmask8 bad = 0;
+  bool ok = true;
+  int64_t ch = 0;
+  for (; ch + 8 <= c; ch += 8) {
+    const __m512i shift = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ps + ch)));
+    const __m512i m0 = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pm + ch)));
+    const __m512i bias = pb != nullptr ? _mm512_cvtepi32_epi64(
+                                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pb + ch)))
+                                       : zero;
+    const __m512i t = _mm512_add_epi64(
+        _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + ch))), bias);
+    bad |= _mm512_cmplt_epi64_mask(t, vmin) | _mm512_cmpgt_epi64_mask(t, vmax);
+    const __m512i ts = _mm512_min_epi64(_mm512_max_epi64(t, vmin), vmax);
+    const __m512i left = _mm512_max_epi64(shift, zero), right = _mm512_max_epi64(_mm512_sub_epi64(zero, shift), zero);
+    __m512i v = _mm512_add_epi64(multiply_by_quantized_multiplier8v(ts, m0, left, right), zp);
+    v = clamp_to_value8(v, lo, hi, base.out_signed, q);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + ch), _mm512_cvtepi64_epi32(v));
+    if (_mm512_cmpgt_epi64_mask(left, zero) != 0) {  // a left shift: redo these 8 in the scalar loop (exact)
+      for (int64_t k = ch; k < ch + 8; ++k) {
+        RequantRow r = base;
+        r.m0 = pm[k], r.shift = ps[k], r.bias = pb != nullptr ? pb[k] : 0;
+        ok &= requantize_row_scalar(a + k, o + k, 0, 1, r);
+      }
+    }
+  }
+  for (; ch < c; ++ch) {
+    RequantRow r = base;
+    r.m0 = pm[ch], r.shift = ps[ch], r.bias = pb != nullptr ? pb[ch] : 0;
+    ok &= requantize_row_scalar(a + ch, o + ch, 0, 1, r);
+  }
+  return ok && bad == 0;
+}
+
 }  // namespace
 
 at::Tensor requantize_cpu(const at::Tensor& acc_in, const at::Tensor& m0_in, const at::Tensor& shift_in,
                           const c10::optional<at::Tensor>& bias_in, int64_t zero_point, int64_t qmin, int64_t qmax,
                           int64_t out_levels, bool out_signed) {
   TORCH_CHECK(acc_in.dim() >= 2 && acc_in.scalar_type() == at::kInt, "requantize: acc must be int32 (N, C, ...)");
-  const at::Tensor acc = acc_in.contiguous();
+  // a channels-last accumulator stays channels-last (one run of C values per pixel), any other becomes contiguous
+  const bool nhwc = acc_in.dim() == 4 && acc_in.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  const at::Tensor acc = acc_in.contiguous(nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   const int64_t n = acc.size(0), c = acc.size(1), inner = c == 0 || n == 0 ? 0 : acc.numel() / (n * c);
   const at::Tensor m0 = m0_in.to(at::kInt).contiguous(), shift = shift_in.to(at::kInt).contiguous();
   TORCH_CHECK(m0.numel() == c && shift.numel() == c, "requantize: m0 and shift need one value per channel");
@@ -144,6 +188,26 @@ at::Tensor requantize_cpu(const at::Tensor& acc_in, const at::Tensor& m0_in, con
   int32_t* o = out.data_ptr<int32_t>();
   std::atomic<bool> ok{true};
   const bool avx512 = has_avx512();
+  if (nhwc) {
+    const RequantRow base{0, 0, 0, zero_point, qmin, qmax, out_levels, out_signed};
+    at::parallel_for(0, n * inner, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t px = begin; px < end; ++px) {
+        bool part = true;
+        if (avx512) {
+          part = requantize_pixel_avx512(a + px * c, o + px * c, c, pm, ps, pb, base);
+        } else {
+          for (int64_t ch = 0; ch < c; ++ch) {
+            RequantRow r = base;
+            r.m0 = pm[ch], r.shift = ps[ch], r.bias = pb != nullptr ? pb[ch] : 0;
+            part &= requantize_row_scalar(a + px * c + ch, o + px * c + ch, 0, 1, r);
+          }
+        }
+        if (!part) ok = false;
+      }
+    });
+    TORCH_CHECK(ok.load(), "requantize: accumulator + bias leaves int32");
+    return out;
+  }
   at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t ch = row % c;
@@ -173,8 +237,8 @@ at::Tensor quant_add_cpu(const at::Tensor& a_in, int64_t a_m0, int64_t a_shift, 
   // the vector path keeps every (v << left) * M0 product exact in int64: |v << left| < 2^31
   const int64_t bound = (int64_t(1) << (31 - left_shift)) - 1;
   const auto within = [bound](const at::Tensor& t) {
-    const auto mm = at::aminmax(t);
-    return std::get<0>(mm).item<int64_t>() >= -bound && std::get<1>(mm).item<int64_t>() <= bound;
+    const auto mm = integer_minmax(t);
+    return mm.first >= -bound && mm.second <= bound;
   };
   const bool avx512 = has_avx512() && a.numel() > 0 && within(a) && (!b.defined() || within(b));
   std::atomic<bool> ok{true};

@@ -25,6 +25,7 @@
 
 #include "fixed_point.h"
 #include "fixed_point_avx512.h"
+#include "minmax_cpu.h"
 #include "op_checks.h"
 #include "packing.h"
 
@@ -297,14 +298,37 @@ std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t 
   return out;
 }
 
+constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of the tile's kMr pixels
+
+// the output stage of one block of np pixels and the og channels of group g (acc: (og, kBlock) int32) into the
+// output op: NCHW rows straight from finish_row, or (nhwc_out) through fin (og, kBlock) transposed into the
+// channels-last output, each pixel's og values in one run
+bool finish_block(const int32_t* acc, const int64_t* sums, int64_t np, int64_t og, int64_t g, int64_t img, int64_t p0,
+                  int64_t c_out, int64_t npix, bool u8s8, int64_t q_w, const Stage& st, bool nhwc_out, int32_t* fin,
+                  int32_t* op) {
+  bool ok = true;
+  for (int64_t o = 0; o < og; ++o) {
+    const int64_t oc = g * og + o;
+    int32_t* dst = nhwc_out ? fin + o * kBlock : op + (img * c_out + oc) * npix + p0;
+    ok &= finish_row(acc + o * kBlock, sums, np, oc, u8s8, q_w, st, dst);
+  }
+  if (nhwc_out) {
+    for (int64_t i = 0; i < np; ++i) {
+      int32_t* d = op + (img * npix + p0 + i) * c_out + g * og;
+      for (int64_t o = 0; o < og; ++o) d[o] = fin[o * kBlock + i];
+    }
+  }
+  return ok;
+}
+
 // the conv through an im2col (groups whose channels are not a multiple of 4, or no vector ISA). vector: the
 // broadcast micro-kernel ``dot`` over the im2col rows as a single tap (weights wvec); scalar (dot == nullptr):
 // dots_scalar on the row weights wrows. u8s8: A = 2 * dot - q * S.
 template <typename TW, typename TX>
 void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
               const Geometry& gm, int64_t n, int64_t groups, int64_t og, int64_t og_pad, int64_t npix,
-              int64_t c_out, DirectFn<TW, TX> dot, bool u8s8, int q_w, const Stage& st, int32_t* op) {
-  constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of the tile's kMr pixels
+              int64_t c_out, DirectFn<TW, TX> dot, bool u8s8, int q_w, const Stage& st, int32_t* op,
+              bool nhwc_out) {
   constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
   const int64_t nblocks = (npix + kBlock - 1) / kBlock;
   const TX* xp = x_nhwc.data_ptr<TX>();
@@ -323,6 +347,7 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
     std::vector<TX> col(size_t(kBlock * gm.kp), TX(0));
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
     std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
+    std::vector<int32_t> fin(nhwc_out ? size_t(og * kBlock) : 0);
     bool ok = true;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
@@ -338,11 +363,8 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
       } else {
         dots_scalar<TW, TX>(wrows + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
       }
-      for (int64_t o = 0; o < og; ++o) {
-        const int64_t oc = g * og + o;
-        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, u8s8, q_w, st,
-                         op + (img * c_out + oc) * npix + p0);
-      }
+      ok &= finish_block(acc.data(), sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
+                         fin.data(), op);
     }
     TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
   });
@@ -352,8 +374,7 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
 template <typename TW, typename TX>
 void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int64_t cgp, int64_t n, int64_t groups,
                 int64_t og, int64_t og_pad, int64_t npix, int64_t c_out, DirectFn<TW, TX> dot, bool u8s8, int q_w,
-                const Stage& st, int32_t* op) {
-  constexpr int64_t kBlock = 64;
+                const Stage& st, int32_t* op, bool nhwc_out) {
   constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
   const int64_t hp = xpad.size(1), wpd = xpad.size(2), cin = xpad.size(3), nblocks = (npix + kBlock - 1) / kBlock;
   const int64_t ntaps = gm.kh * gm.kw, cq = cgp / kg, kp = ntaps * cgp;
@@ -374,6 +395,7 @@ void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int6
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
     std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
+    std::vector<int32_t> fin(nhwc_out ? size_t(og * kBlock) : 0);
     const TX* rows[kBlock];
     bool ok = true;
     for (int64_t task = begin; task < end; ++task) {
@@ -392,14 +414,61 @@ void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int6
         }
       }
       dot(wvec + g * og_pad * kp, rows, np_pad, tap_off.data(), ntaps, cq, og_pad, acc.data(), kBlock);
-      for (int64_t o = 0; o < og; ++o) {
-        const int64_t oc = g * og + o;
-        ok &= finish_row(acc.data() + o * kBlock, sums.data(), np, oc, u8s8, q_w, st,
-                         op + (img * c_out + oc) * npix + p0);
-      }
+      ok &= finish_block(acc.data(), sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
+                         fin.data(), op);
     }
     TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
   });
+}
+
+// x (N, C, H, W) integer values in any memory format -> (N, H + 2 ph, W + 2 pw, cp) of T, zero padded in space
+// and in channels C..cp, in one pass (the layout the kernels read; an NHWC input streams through, an NCHW one is
+// transposed on the way). The values fit T: the caller checked the input's range.
+template <typename TI, typename T>
+void to_padded_nhwc_as(const at::Tensor& x, int64_t ph, int64_t pw, int64_t cp, T* dst) {
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), hp = h + 2 * ph, wp = w + 2 * pw;
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  const TI* src = x.data_ptr<TI>();
+  at::parallel_for(0, n * hp, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t img = row / hp, y = row % hp - ph;
+      T* out = dst + row * wp * cp;
+      if (y < 0 || y >= h) {
+        std::memset(out, 0, size_t(wp * cp) * sizeof(T));
+        continue;
+      }
+      std::memset(out, 0, size_t(pw * cp) * sizeof(T));
+      std::memset(out + (pw + w) * cp, 0, size_t(pw * cp) * sizeof(T));
+      const TI* line = src + img * sn + y * sh;
+      for (int64_t xx = 0; xx < w; ++xx) {
+        T* o = out + (pw + xx) * cp;
+        const TI* px = line + xx * sw;
+        if (sc == 1) {
+          for (int64_t ch = 0; ch < c; ++ch) o[ch] = T(px[ch]);  // NHWC: contiguous, vectorized
+        } else {
+          for (int64_t ch = 0; ch < c; ++ch) o[ch] = T(px[ch * sc]);
+        }
+        for (int64_t ch = c; ch < cp; ++ch) o[ch] = T(0);
+      }
+    }
+  });
+}
+
+template <typename T>
+at::Tensor to_padded_nhwc(const at::Tensor& x, int64_t ph, int64_t pw, int64_t cp, at::ScalarType dtype) {
+  at::Tensor out = at::empty({x.size(0), x.size(2) + 2 * ph, x.size(3) + 2 * pw, cp}, x.options().dtype(dtype));
+  switch (x.scalar_type()) {
+    case at::kInt: to_padded_nhwc_as<int32_t, T>(x, ph, pw, cp, out.data_ptr<T>()); break;
+    case at::kShort: to_padded_nhwc_as<int16_t, T>(x, ph, pw, cp, out.data_ptr<T>()); break;
+    case at::kChar: to_padded_nhwc_as<int8_t, T>(x, ph, pw, cp, out.data_ptr<T>()); break;
+    case at::kByte: to_padded_nhwc_as<uint8_t, T>(x, ph, pw, cp, out.data_ptr<T>()); break;
+    case at::kLong: to_padded_nhwc_as<int64_t, T>(x, ph, pw, cp, out.data_ptr<T>()); break;
+    default: {
+      const at::Tensor xl = x.to(at::kLong);
+      to_padded_nhwc_as<int64_t, T>(xl, ph, pw, cp, out.data_ptr<T>());
+    }
+  }
+  return out;
 }
 
 struct WeightLayout {
@@ -469,14 +538,15 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   const int64_t c_out = w_shape[0], cg = w_shape[1], kh = w_shape[2], kw = w_shape[3];
   int64_t oh = 0, ow = 0;
   std::tie(oh, ow) = conv_output_hw(x_in, w_shape, stride, padding, dilation);
-  at::Tensor out = at::empty({n, c_out, oh, ow}, x_in.options().dtype(at::kInt));
+  // the output keeps the input's memory format, as PyTorch's convs do: channels-last in, channels-last out
+  const bool nhwc_out = x_in.dim() == 4 && x_in.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  at::Tensor out = at::empty({n, c_out, oh, ow}, x_in.options().dtype(at::kInt).memory_format(
+                                                     nhwc_out ? at::MemoryFormat::ChannelsLast
+                                                              : at::MemoryFormat::Contiguous));
   if (n == 0) return out;
 
   int64_t lo = 0, hi = 0;
-  {
-    const auto mm = at::aminmax(x_in);
-    lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
-  }
+  std::tie(lo, hi) = integer_minmax(x_in);
   TORCH_CHECK(lo >= -32768 && hi <= 32767, "quant_conv2d: input values must fit int16, got [", lo, ", ", hi, "]");
 
   at::Tensor offset_t, bias_t, m0_t, shift_t;
@@ -514,31 +584,31 @@ at::Tensor quant_conv2d_cpu(const at::Tensor& x_in, const at::Tensor& weight, in
   const bool vnni = isa == Isa::kAvx512Vnni, vector = isa != Isa::kScalar;
   if (lay.direct) {  // no im2col: the kernels read the zero-padded NHWC input (channels padded to cgp) directly
     // (channel padding only happens for one group: then the padded channels sit after the real ones)
-    const std::vector<int64_t> pad = {padding[1], padding[1], padding[0], padding[0], 0, lay.cgp - cg};
-    const at::Tensor xpad = at::constant_pad_nd(x_in.to(small ? at::kChar : at::kShort), pad, 0)
-                                .permute({0, 2, 3, 1})
-                                .contiguous();
+    const at::Tensor xpad = small ? to_padded_nhwc<int8_t>(x_in, padding[0], padding[1], c_in + lay.cgp - cg, at::kChar)
+                                  : to_padded_nhwc<int16_t>(x_in, padding[0], padding[1], c_in + lay.cgp - cg,
+                                                            at::kShort);
     const int64_t vec_off = groups * lay.og_pad * lay.kp;
     if (small) {
       run_direct<uint8_t, int8_t>(xpad, wbuf.data_ptr<uint8_t>() + vec_off, gm, lay.cgp, n, groups, og, lay.og_pad,
-                                  npix, c_out, vnni ? direct_u8s8_vnni : direct_u8s8_avx2, true, q_w, st, op);
+                                  npix, c_out, vnni ? direct_u8s8_vnni : direct_u8s8_avx2, true, q_w, st, op,
+                                  nhwc_out);
     } else {
       run_direct<int16_t, int16_t>(xpad, wbuf.data_ptr<int16_t>() + vec_off, gm, lay.cgp, n, groups, og,
                                    lay.og_pad, npix, c_out, vnni ? direct_i16_vnni : direct_i16_avx2, false, q_w,
-                                   st, op);
+                                   st, op, nhwc_out);
     }
   } else if (small) {
-    const at::Tensor x8 = x_in.to(at::kChar).permute({0, 2, 3, 1}).contiguous();  // NHWC int8
+    const at::Tensor x8 = to_padded_nhwc<int8_t>(x_in, 0, 0, c_in, at::kChar);  // NHWC int8
     const uint8_t* rows = wbuf.data_ptr<uint8_t>();
     DirectFn<uint8_t, int8_t> dot = !vector ? nullptr : (vnni ? direct_u8s8_vnni : direct_u8s8_avx2);
     run_conv<uint8_t, int8_t>(x8, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
-                              c_out, dot, true, q_w, st, op);
+                              c_out, dot, true, q_w, st, op, nhwc_out);
   } else {
-    const at::Tensor x16 = x_in.to(at::kShort).permute({0, 2, 3, 1}).contiguous();  // NHWC int16
+    const at::Tensor x16 = to_padded_nhwc<int16_t>(x_in, 0, 0, c_in, at::kShort);  // NHWC int16
     const int16_t* rows = wbuf.data_ptr<int16_t>();
     DirectFn<int16_t, int16_t> dot = !vector ? nullptr : (vnni ? direct_i16_vnni : direct_i16_avx2);
     run_conv<int16_t, int16_t>(x16, rows, rows + groups * lay.og_pad * lay.kp, gm, n, groups, og, lay.og_pad, npix,
-                               c_out, dot, false, q_w, st, op);
+                               c_out, dot, false, q_w, st, op, nhwc_out);
   }
   return out;
 }
