@@ -53,7 +53,7 @@ Isa detect_isa() {
 }
 
 // ------------------------------------------------------------------------------------------- dot products
-// out[o * ldo + p] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np (the scalar fallback).
+// out[p * ldo + o] = sum_k w[o * kp + k] * col[p * kp + k] for o < og, p < np (the scalar fallback).
 template <typename TW, typename TX>
 void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp, int32_t* out, int64_t ldo) {
   for (int64_t p = 0; p < np; ++p)
@@ -62,7 +62,7 @@ void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp,
       const TX* c = col + p * kp;
       int32_t acc = 0;
       for (int64_t k = 0; k < kp; ++k) acc += int32_t(r[k]) * int32_t(c[k]);
-      out[o * ldo + p] = acc;
+      out[p * ldo + o] = acc;
     }
 }
 
@@ -71,15 +71,17 @@ void dots_scalar(const TW* w, const TX* col, int64_t og, int64_t np, int64_t kp,
 // products into CW channels at once (no horizontal sums):
 //   u8 x s8 (KG = 4): AVX-512 VNNI vpdpbusd (CW = 16) or AVX2 vpmaddubsw + vpmaddwd (CW = 8; pair sums stay
 //   below 2 * 127 * 127 < 2^15, no saturation); int16 x int16 (KG = 2): VNNI vpdpwssd or AVX2 vpmaddwd.
-// A tile is up to two channel blocks x MR = 8 pixels; packed weights (og_pad / CW, K / KG, CW, KG).
+// A tile is up to two channel blocks x MR = 8 pixels; packed weights (og_pad / CW, K / KG, CW, KG). The
+// accumulators are stored pixel-major, (pixels, og_pad) int32, each vector as it is: the output stage then runs
+// along the channels of a pixel, the layout of the channels-last output.
 constexpr int64_t kMr = 8;
 
 #define MMAQD_AVX2 "avx2"
 #define MMAQD_VNNI "avx512f,avx512bw,avx512vnni"
 #define L256(p) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
-#define S256(p, v) _mm256_store_si256(reinterpret_cast<__m256i*>(p), v)
+#define S256(p, v) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v)
 #define L512(p) _mm512_loadu_si512(p)
-#define S512(p, v) _mm512_store_si512(p, v)
+#define S512(p, v) _mm512_storeu_si512(p, v)
 #define FMA_U8S8_AVX2(a, w, x) \
   _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
 #define FMA_I16_AVX2(a, w, x) _mm256_add_epi32(a, _mm256_madd_epi16(w, x))
@@ -113,12 +115,8 @@ constexpr int64_t kMr = 8;
         }                                                                                                      \
       }                                                                                                        \
     }                                                                                                          \
-    alignas(64) int32_t tmp[CW];                                                                               \
     for (int b = 0; b < NB; ++b)                                                                               \
-      for (int64_t r = 0; r < kMr; ++r) {                                                                      \
-        STORE(tmp, acc[b][r]);                                                                                 \
-        for (int64_t j = 0; j < CW; ++j) out[(o0 + b * CW + j) * ldo + r] = tmp[j];                            \
-      }                                                                                                        \
+      for (int64_t r = 0; r < kMr; ++r) STORE(out + r * ldo + o0 + b * CW, acc[b][r]);                         \
   }                                                                                                            \
   __attribute__((target(TARGET))) void NAME(const TW* wp, const TX* const* rows, int64_t np,                  \
                                             const int64_t* tap_off, int64_t ntaps, int64_t cq, int64_t og,     \
@@ -127,9 +125,9 @@ constexpr int64_t kMr = 8;
     for (int64_t ob = 0; ob < nblk; ob += 2)                                                                   \
       for (int64_t p = 0; p < np; p += kMr) {                                                                  \
         if (ob + 1 < nblk) {                                                                                   \
-          NAME##_tile<2>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p, ldo, ob * CW);     \
+          NAME##_tile<2>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p * ldo, ldo, ob * CW);     \
         } else {                                                                                               \
-          NAME##_tile<1>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p, ldo, ob * CW);     \
+          NAME##_tile<1>(wp + ob * wstride, wstride, rows + p, tap_off, ntaps, cq, out + p * ldo, ldo, ob * CW);     \
         }                                                                                                      \
       }                                                                                                        \
   }
@@ -205,75 +203,73 @@ struct Stage {
   bool out_signed;
 };
 
-// one output channel's values for np pixels: A (u8s8: from dot = sum c * x as 2 dot - q S), + offset term, + bias,
-// then requantized (or returned as accumulators); returns false if an accumulator left int32
-bool finish_row_generic(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
-                        const Stage& st, int32_t* dst) {
-  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;
-  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;
-  bool ok = true;
+// the output value of accumulator a of channel oc at a pixel whose inputs sum to s: A (u8s8: from dot = sum c * x as
+// 2 dot - q S), + offset term, + bias, then requantized (or returned as an accumulator); false if A left int32
+inline bool finish_one(int64_t a, int64_t s, int64_t oc, bool u8s8, int64_t q_w, const Stage& st, int32_t* dst) {
+  const int64_t offset = st.w_offset != nullptr ? st.w_offset[oc] : 0;
+  const int64_t bias = st.bias != nullptr ? st.bias[oc] : 0;
+  const int64_t value = u8s8 ? 2 * a - q_w * s : a;
+  const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias + rounding_divide_by_pot(offset * s, st.offset_shift);
+  const bool ok = acc >= kInt32Min && acc <= kInt32Max;
   if (st.m0 == nullptr) {
-    for (int64_t i = 0; i < np; ++i) {
-      const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);
-      const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +
-                          rounding_divide_by_pot(offset * sums[i], st.offset_shift);
-      ok &= acc >= kInt32Min && acc <= kInt32Max;
-      dst[i] = int32_t(acc);
-    }
+    *dst = int32_t(acc);
     return ok;
   }
-  for (int64_t i = 0; i < np; ++i) {
-    const int64_t value = u8s8 ? 2 * int64_t(a[i]) - q_w * sums[i] : int64_t(a[i]);
-    const int64_t acc = value * (int64_t(1) << st.frac_bits) + bias +
-                        rounding_divide_by_pot(offset * sums[i], st.offset_shift);
-    ok &= acc >= kInt32Min && acc <= kInt32Max;
-    const int64_t c = multiply_by_quantized_multiplier(acc, st.m0[o], st.shift[o]) + st.zero_point;
-    dst[i] = int32_t(clamp_to_value(c, st.qmin, st.qmax, st.out_signed, st.out_levels));
-  }
+  const int64_t c = multiply_by_quantized_multiplier(acc, st.m0[oc], st.shift[oc]) + st.zero_point;
+  *dst = int32_t(clamp_to_value(c, st.qmin, st.qmax, st.out_signed, st.out_levels));
   return ok;
 }
 
+// one pixel's og channels c0.. c0 + og: a (og,) accumulators -> dst (og,) values
+bool finish_pixel_generic(const int32_t* a, int64_t s, int64_t og, int64_t c0, bool u8s8, int64_t q_w,
+                          const Stage& st, int32_t* dst) {
+  bool ok = true;
+  for (int64_t o = 0; o < og; ++o) ok &= finish_one(a[o], s, c0 + o, u8s8, q_w, st, dst + o);
+  return ok;
+}
 
-// the output stage on 8 values per step (AVX-512), the same integers as MMAQD_FINISH_ROW_BODY
-MMAQD_AVX512 bool finish_row_avx512(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8,
-                                    int64_t q_w, const Stage& st, int32_t* dst) {
-  const int64_t offset = st.w_offset != nullptr ? st.w_offset[o] : 0;
-  const int64_t bias = st.bias != nullptr ? st.bias[o] : 0;
-  const bool requant = st.m0 != nullptr;
-  const int64_t m0 = requant ? st.m0[o] : 0;
-  const int left = requant && st.shift[o] > 0 ? st.shift[o] : 0;
-  const int right = requant && st.shift[o] < 0 ? -st.shift[o] : 0;
-  const __m512i v_bias = _mm512_set1_epi64(bias), v_offset = _mm512_set1_epi64(offset);
-  const __m512i v_qw = _mm512_set1_epi64(q_w), v_m0 = _mm512_set1_epi64(m0);
+#define MMAQD_LOAD8(p) _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))
+
+// the same on 8 channels per step (AVX-512, one int64 lane per channel, per-lane bias, offset, multiplier and
+// shift), the same integers as finish_one; the channel tail goes to finish_one
+MMAQD_AVX512 bool finish_pixel_avx512(const int32_t* a, int64_t s, int64_t og, int64_t c0, bool u8s8, int64_t q_w,
+                                      const Stage& st, int32_t* dst) {
+  const __m512i zero = _mm512_setzero_si512(), vs = _mm512_set1_epi64(s), vqs = _mm512_set1_epi64(q_w * s);
   const __m512i v_min = _mm512_set1_epi64(kInt32Min), v_max = _mm512_set1_epi64(kInt32Max);
   const __m512i v_lo = _mm512_set1_epi64(st.qmin), v_hi = _mm512_set1_epi64(st.qmax);
   const __m512i v_zp = _mm512_set1_epi64(st.zero_point), v_q = _mm512_set1_epi64(st.out_levels);
+  const __m128i frac = _mm_cvtsi32_si128(st.frac_bits);
   __mmask8 bad = 0;
-  int64_t i = 0;
-  for (; i + 8 <= np; i += 8) {
-    const __m512i s = _mm512_loadu_si512(sums + i);
-    __m512i v = _mm512_cvtepi32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)));
-    if (u8s8) v = _mm512_sub_epi64(_mm512_slli_epi64(v, 1), _mm512_mullo_epi64(v_qw, s));
-    __m512i acc = _mm512_add_epi64(_mm512_sll_epi64(v, _mm_cvtsi32_si128(st.frac_bits)), v_bias);
-    if (offset != 0) acc = _mm512_add_epi64(acc, rdbpot8(_mm512_mullo_epi64(v_offset, s), st.offset_shift));
+  int64_t o = 0;
+  for (; o + 8 <= og; o += 8) {
+    const int64_t oc = c0 + o;
+    __m512i v = MMAQD_LOAD8(a + o);
+    if (u8s8) v = _mm512_sub_epi64(_mm512_slli_epi64(v, 1), vqs);
+    __m512i acc = _mm512_sll_epi64(v, frac);
+    if (st.bias != nullptr) acc = _mm512_add_epi64(acc, MMAQD_LOAD8(st.bias + oc));
+    if (st.w_offset != nullptr) {
+      acc = _mm512_add_epi64(acc, rdbpot8(_mm512_mullo_epi64(MMAQD_LOAD8(st.w_offset + oc), vs), st.offset_shift));
+    }
     bad |= _mm512_cmplt_epi64_mask(acc, v_min) | _mm512_cmpgt_epi64_mask(acc, v_max);
-    if (!requant) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(acc));
+    if (st.m0 == nullptr) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + o), _mm512_cvtepi64_epi32(acc));
       continue;
     }
-    __m512i c = multiply_by_quantized_multiplier8(acc, v_m0, left, right);
+    const __m512i shift = MMAQD_LOAD8(st.shift + oc);
+    const __m512i left = _mm512_max_epi64(shift, zero), right = _mm512_max_epi64(_mm512_sub_epi64(zero, shift), zero);
+    __m512i c = multiply_by_quantized_multiplier8v(acc, MMAQD_LOAD8(st.m0 + oc), left, right);
     c = clamp_to_value8(_mm512_add_epi64(c, v_zp), v_lo, v_hi, st.out_signed, v_q);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi64_epi32(c));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + o), _mm512_cvtepi64_epi32(c));
   }
   const bool ok = bad == 0;
-  return finish_row_generic(a + i, sums + i, np - i, o, u8s8, q_w, st, dst + i) && ok;
+  return finish_pixel_generic(a + o, s, og - o, c0 + o, u8s8, q_w, st, dst + o) && ok;
 }
+#undef MMAQD_LOAD8
 
-
-inline bool finish_row(const int32_t* a, const int64_t* sums, int64_t np, int64_t o, bool u8s8, int64_t q_w,
-                       const Stage& st, int32_t* dst) {
-  return detect_isa() == Isa::kAvx512Vnni ? finish_row_avx512(a, sums, np, o, u8s8, q_w, st, dst)
-                                           : finish_row_generic(a, sums, np, o, u8s8, q_w, st, dst);
+inline bool finish_pixel(const int32_t* a, int64_t s, int64_t og, int64_t c0, bool u8s8, int64_t q_w, const Stage& st,
+                         int32_t* dst) {
+  return detect_isa() == Isa::kAvx512Vnni ? finish_pixel_avx512(a, s, og, c0, u8s8, q_w, st, dst)
+                                           : finish_pixel_generic(a, s, og, c0, u8s8, q_w, st, dst);
 }
 
 // weights as rows of K in (u, v, c) order with cgp channel slots per tap, og_pad rows per group, zero padded:
@@ -298,24 +294,62 @@ std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t 
   return out;
 }
 
+// out[p * groups + g] = the sum of the cg channels of group g of pixel p of the NHWC x (npix, c), |sum| <= C * 2^15:
+// the pixels' S of the output stage. The same loop compiled for AVX2 (vector widening adds) and for any x86-64.
+template <typename TX>
+void channel_sums_span(const TX* x, int64_t begin, int64_t end, int64_t c, int64_t groups, int64_t cg, int64_t* out) {
+  for (int64_t pix = begin; pix < end; ++pix)
+    for (int64_t g = 0; g < groups; ++g) {
+      const TX* src = x + pix * c + g * cg;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < cg; ++k) sum += int32_t(src[k]);
+      out[pix * groups + g] = sum;
+    }
+}
+
+template <typename TX>
+__attribute__((target("avx2"))) void channel_sums_span_avx2(const TX* x, int64_t begin, int64_t end, int64_t c,
+                                                            int64_t groups, int64_t cg, int64_t* out) {
+  for (int64_t pix = begin; pix < end; ++pix)
+    for (int64_t g = 0; g < groups; ++g) {
+      const TX* src = x + pix * c + g * cg;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < cg; ++k) sum += int32_t(src[k]);
+      out[pix * groups + g] = sum;
+    }
+}
+
+template <typename TX>
+std::vector<int64_t> channel_sums(const TX* x, int64_t npix, int64_t c, int64_t groups, int64_t cg) {
+  std::vector<int64_t> out(static_cast<size_t>(npix * groups));
+  const bool avx2 = detect_isa() != Isa::kScalar;
+  at::parallel_for(0, npix, 256, [&](int64_t begin, int64_t end) {
+    if (avx2) {
+      channel_sums_span_avx2(x, begin, end, c, groups, cg, out.data());
+    } else {
+      channel_sums_span(x, begin, end, c, groups, cg, out.data());
+    }
+  });
+  return out;
+}
+
 constexpr int64_t kBlock = 64;  // output pixels per task, a multiple of the tile's kMr pixels
 
-// the output stage of one block of np pixels and the og channels of group g (acc: (og, kBlock) int32) into the
-// output op: NCHW rows straight from finish_row, or (nhwc_out) through fin (og, kBlock) transposed into the
-// channels-last output, each pixel's og values in one run
-bool finish_block(const int32_t* acc, const int64_t* sums, int64_t np, int64_t og, int64_t g, int64_t img, int64_t p0,
-                  int64_t c_out, int64_t npix, bool u8s8, int64_t q_w, const Stage& st, bool nhwc_out, int32_t* fin,
-                  int32_t* op) {
+// the output stage of one block of np pixels and the og channels of group g (acc: (kBlock, og_pad) int32,
+// pixel-major) into the output op: each pixel's og values straight into the channels-last output, or (NCHW) into
+// fin (kBlock, og) and from there transposed into the output's channel rows
+bool finish_block(const int32_t* acc, int64_t og_pad, const int64_t* sums, int64_t np, int64_t og, int64_t g,
+                  int64_t img, int64_t p0, int64_t c_out, int64_t npix, bool u8s8, int64_t q_w, const Stage& st,
+                  bool nhwc_out, int32_t* fin, int32_t* op) {
   bool ok = true;
-  for (int64_t o = 0; o < og; ++o) {
-    const int64_t oc = g * og + o;
-    int32_t* dst = nhwc_out ? fin + o * kBlock : op + (img * c_out + oc) * npix + p0;
-    ok &= finish_row(acc + o * kBlock, sums, np, oc, u8s8, q_w, st, dst);
+  for (int64_t i = 0; i < np; ++i) {
+    int32_t* dst = nhwc_out ? op + (img * npix + p0 + i) * c_out + g * og : fin + i * og;
+    ok &= finish_pixel(acc + i * og_pad, sums[i], og, g * og, u8s8, q_w, st, dst);
   }
-  if (nhwc_out) {
-    for (int64_t i = 0; i < np; ++i) {
-      int32_t* d = op + (img * npix + p0 + i) * c_out + g * og;
-      for (int64_t o = 0; o < og; ++o) d[o] = fin[o * kBlock + i];
+  if (!nhwc_out) {
+    for (int64_t o = 0; o < og; ++o) {
+      int32_t* row = op + (img * c_out + g * og + o) * npix + p0;
+      for (int64_t i = 0; i < np; ++i) row[i] = fin[i * og + o];
     }
   }
   return ok;
@@ -332,22 +366,14 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
   constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
   const int64_t nblocks = (npix + kBlock - 1) / kBlock;
   const TX* xp = x_nhwc.data_ptr<TX>();
-  std::vector<int64_t> csum_v(size_t(n * gm.h * gm.w * groups));  // per pixel and group: the sum of its channels
-  at::parallel_for(0, n * gm.h * gm.w, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t pix = begin; pix < end; ++pix)
-      for (int64_t g = 0; g < groups; ++g) {
-        const TX* src = xp + pix * gm.c_in + g * gm.cg;
-        int32_t sum = 0;  // |sum| <= C * 2^15 < 2^31
-        for (int64_t c = 0; c < gm.cg; ++c) sum += src[c];
-        csum_v[size_t(pix * groups + g)] = sum;
-      }
-  });
+  // per pixel and group: the sum of its channels
+  const std::vector<int64_t> csum_v = channel_sums(xp, n * gm.h * gm.w, gm.c_in, groups, gm.cg);
   const int64_t* csum = csum_v.data();
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<TX> col(size_t(kBlock * gm.kp), TX(0));
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
     std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
-    std::vector<int32_t> fin(nhwc_out ? size_t(og * kBlock) : 0);
+    std::vector<int32_t> fin(nhwc_out ? 0 : size_t(og * kBlock));
     bool ok = true;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task % nblocks, g = (task / nblocks) % groups, img = task / (nblocks * groups);
@@ -359,11 +385,11 @@ void run_conv(const at::Tensor& x_nhwc, const TW* wrows, const TW* wvec,
         const TX* rows[kBlock];
         for (int64_t i = 0; i < np_pad; ++i) rows[i] = col.data() + i * gm.kp;
         const int64_t tap0 = 0;
-        dot(wvec + g * og_pad * gm.kp, rows, np_pad, &tap0, 1, gm.kp / kg, og_pad, acc.data(), kBlock);
+        dot(wvec + g * og_pad * gm.kp, rows, np_pad, &tap0, 1, gm.kp / kg, og_pad, acc.data(), og_pad);
       } else {
-        dots_scalar<TW, TX>(wrows + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), kBlock);
+        dots_scalar<TW, TX>(wrows + g * og_pad * gm.kp, col.data(), og, np, gm.kp, acc.data(), og_pad);
       }
-      ok &= finish_block(acc.data(), sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
+      ok &= finish_block(acc.data(), og_pad, sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
                          fin.data(), op);
     }
     TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
@@ -382,20 +408,12 @@ void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int6
   std::vector<int64_t> tap_off(static_cast<size_t>(ntaps));
   for (int64_t u = 0; u < gm.kh; ++u)
     for (int64_t v = 0; v < gm.kw; ++v) tap_off[size_t(u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * cin;
-  std::vector<int64_t> csum_v(size_t(n * hp * wpd * groups));  // per padded pixel and group: its channel sum
-  at::parallel_for(0, n * hp * wpd, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t pix = begin; pix < end; ++pix)
-      for (int64_t g = 0; g < groups; ++g) {
-        const TX* src = xp + pix * cin + g * cgp;
-        int32_t sum = 0;
-        for (int64_t c = 0; c < cgp; ++c) sum += src[c];
-        csum_v[size_t(pix * groups + g)] = sum;
-      }
-  });
+  // per padded pixel and group: its channel sum
+  const std::vector<int64_t> csum_v = channel_sums(xp, n * hp * wpd, cin, groups, cgp);
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> acc(size_t(og_pad * kBlock));
     std::vector<int64_t> sums(static_cast<size_t>(kBlock), 0);
-    std::vector<int32_t> fin(nhwc_out ? size_t(og * kBlock) : 0);
+    std::vector<int32_t> fin(nhwc_out ? 0 : size_t(og * kBlock));
     const TX* rows[kBlock];
     bool ok = true;
     for (int64_t task = begin; task < end; ++task) {
@@ -413,8 +431,8 @@ void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int6
           sums[i] = sum;
         }
       }
-      dot(wvec + g * og_pad * kp, rows, np_pad, tap_off.data(), ntaps, cq, og_pad, acc.data(), kBlock);
-      ok &= finish_block(acc.data(), sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
+      dot(wvec + g * og_pad * kp, rows, np_pad, tap_off.data(), ntaps, cq, og_pad, acc.data(), og_pad);
+      ok &= finish_block(acc.data(), og_pad, sums.data(), np, og, g, img, p0, c_out, npix, u8s8, q_w, st, nhwc_out,
                          fin.data(), op);
     }
     TORCH_CHECK(ok, "quant_conv2d: accumulator + bias leaves int32");
