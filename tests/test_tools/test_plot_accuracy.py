@@ -151,3 +151,15 @@ def test_main_missing_file(tool, tmp_path):
     with pytest.raises(SystemExit, match='no such file'):
         tool.main([str(tmp_path / 'nope.json'), '--out', str(tmp_path / 'a.png')])
     assert not (tmp_path / 'a.png').exists()
+
+
+def test_main_excludes_variants_by_pattern(tool, tmp_path, capsys):
+    w4a4 = AQD + 'fcos_r18-c32_fpn_aqd-w4a4_synth.py'
+    sens = AQD + 'ablations/fcos_r18-c32_fpn_aqd-w4a4-neck2_synth.py'
+    rows = [row('fp', FP_FCOS, None, 50.0), row('aqd-w4a4', w4a4, 4, 49.0), row('aqd-w4a4-neck2', sens, 4, 45.0)]
+    path = write_json(tmp_path / 'c.json', rows)
+    tool.main([path, '--out', str(tmp_path / 'all.png')])
+    assert 'aqd-w4a4-neck2' in capsys.readouterr().out
+    tool.main([path, '--out', str(tmp_path / 'some.png'), '--exclude', 'aqd-w4a4-*2'])
+    printed = capsys.readouterr().out
+    assert 'aqd-w4a4-neck2' not in printed and 'AQD: 4b 49.0' in printed

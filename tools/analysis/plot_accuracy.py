@@ -5,6 +5,7 @@
     python tools/analysis/plot_accuracy.py work_dirs/benchmark_accuracy/accuracy.json \\
         work_dirs/benchmark_ablations/accuracy.json --out docs/accuracy_vs_bits.png --title "AQD, generated benchmark"
     python tools/analysis/plot_accuracy.py A.json --out docs/accuracy_vs_bits.png --force   # replace the PNG
+    python tools/analysis/plot_accuracy.py A.json B.json --exclude 'aqd-w4a4-*2' 'fqn-*-f?p?c?-*'   # fewer lines
 
 x: weight / activation bits (2, 3, 4), y: COCO box AP (%) on the generated benchmark's val split. Each method is one
 line (AQD, AQD with a shared head BN, the other quantizers in AQD's place, FQN, Auxi, ...; the method and detector
@@ -19,6 +20,7 @@ have no metrics are skipped with a note. An existing output file is kept unless 
 reading the figure's values without matplotlib.
 """
 import argparse
+import fnmatch
 import json
 import os
 import os.path as osp
@@ -273,6 +275,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--out', default='docs/accuracy_vs_bits.png', help='output PNG (default: %(default)s)')
     p.add_argument('--title', help='figure title')
     p.add_argument('--force', action='store_true', help='replace an existing output file')
+    p.add_argument('--exclude', nargs='+', default=[], metavar='PATTERN',
+                   help="leave out the variants whose name matches one of these fnmatch patterns, e.g. 'aqd-w4a4-*2'")
     return p.parse_args(argv)
 
 
@@ -283,7 +287,8 @@ def main(argv=None) -> str:
     missing = [p for p in args.json if not osp.isfile(p)]
     if missing:
         raise SystemExit(f'no such file: {", ".join(missing)}')
-    rows = load_rows(args.json)
+    rows = [r for r in load_rows(args.json)
+            if not any(fnmatch.fnmatchcase(str(r.get('name')), pat) for pat in args.exclude)]
     panels = series(rows)
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)

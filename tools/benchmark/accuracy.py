@@ -55,8 +55,10 @@ from mmaqd_tools.stages import BY_NAME, VARIANTS, Variant  # noqa: E402
 #: the default set (no --variants): the paper's main tables in shape
 DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-retinanet', 'aqd-w4a4-retinanet',
            'aqd-w3a3-retinanet', 'aqd-w2a2-retinanet', 'auxi-w4a4-retinanet', 'fqn-w4a4-retinanet']
-#: --set ablations: AQD Tables 4 and 5, the integer-deployable F8L8 variants, FQN Table 2a, and the levers
-ABLATIONS = ['fp', 'aqd-w2a2', 'aqd-w2a2-backbone', 'aqd-w2a2-backbone-fpn', 'aqd-w2a2-lsq', 'aqd-w2a2-lsqplus',
+#: --set ablations: one part at 2 bits in a 4-bit FCOS (sensitivity), AQD Tables 4 and 5, the integer-deployable F8L8
+#: variants, FQN Table 2a, and the levers
+ABLATIONS = ['fp', 'aqd-w4a4', 'aqd-w4a4-backbone2', 'aqd-w4a4-neck2', 'aqd-w4a4-head2',
+             'aqd-w2a2', 'aqd-w2a2-backbone', 'aqd-w2a2-backbone-fpn', 'aqd-w2a2-lsq', 'aqd-w2a2-lsqplus',
              'aqd-w2a2-lqnet', 'aqd-w2a2-pact', 'aqd-w2a2-dorefa', 'aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w2a2-distill',
              'fp-retinanet', 'fqn-w4a4-retinanet', 'fqn-w4a4-f0p0c0-retinanet', 'fqn-w4a4-f1p0c0-retinanet',
              'fqn-w4a4-f0p1c0-retinanet', 'fqn-w4a4-f0p0c1-retinanet', 'fqn-w4a4-l8-retinanet']

@@ -48,6 +48,12 @@ def _ablation(suffix: str, what: str) -> Variant:
                    target=False)
 
 
+def _sensitivity(part: str, what: str) -> Variant:
+    """A 4-bit FCOS with one part at 2 bits (configs/aqd/ablations/, no gap target)."""
+    return Variant(f'aqd-w4a4-{part}2', f'{_A}ablations/fcos_r18-c32_fpn_aqd-w4a4-{part}2_synth.py', 'fp', 4,
+                   f'AQD FCOS, 4 bits, the {what} at 2 bits (sensitivity)', target=False)
+
+
 def _fqn_ablation(suffix: str, what: str) -> Variant:
     """A 4-bit FQN RetinaNet ablation of configs/fqn/ablations/ (a baseline: no gap target)."""
     config = f'configs/fqn/ablations/retinanet_r18-c32_fpn_fqn-w4a4-{suffix}_synth.py'
@@ -79,6 +85,9 @@ VARIANTS: List[Variant] = [
     _ablation('pact', 'FCOS, multi-level BN, 2 bits, PACT instead of LIQ'),
     _ablation('lqnet', 'FCOS, multi-level BN, 2 bits, LQ-Nets instead of LIQ'),
     _ablation('distill', 'AQD FCOS, 2 bits, distilled from the FP detector (features and head outputs)'),
+    _sensitivity('backbone', 'backbone'),
+    _sensitivity('neck', 'FPN'),
+    _sensitivity('head', 'head'),
     Variant('liq-w4a4', 'configs/liq/fcos_r18-c32_fpn_bn-head_liq-w4a4_synth.py', 'fp', 4,
             'FCOS fully quantized with LIQ, 4 bits, first/last layers at 8 bits, one shared head BN', target=False),
     Variant('fp-retinanet', 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py', None, None,
