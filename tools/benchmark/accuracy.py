@@ -60,6 +60,7 @@ DEFAULT = ['fp', 'aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2', 'aqd-w2a2-shared-bn', 'fp-r
 ABLATIONS = ['fp', 'aqd-w4a4', 'aqd-w4a4-backbone2', 'aqd-w4a4-neck2', 'aqd-w4a4-head2',
              'aqd-w2a2', 'aqd-w2a2-backbone', 'aqd-w2a2-backbone-fpn', 'aqd-w2a2-lsq', 'aqd-w2a2-lsqplus',
              'aqd-w2a2-lqnet', 'aqd-w2a2-pact', 'aqd-w2a2-dorefa', 'aqd-w4a4-f8l8', 'aqd-w2a2-f8l8', 'aqd-w2a2-distill',
+             'aqd-w2a2-add8', 'aqd-w2a2-addfp',
              'fp-retinanet', 'fqn-w4a4-retinanet', 'fqn-w4a4-f0p0c0-retinanet', 'fqn-w4a4-f1p0c0-retinanet',
              'fqn-w4a4-f0p1c0-retinanet', 'fqn-w4a4-f0p0c1-retinanet', 'fqn-w4a4-l8-retinanet']
 SETS = {'default': DEFAULT, 'ablations': ABLATIONS}

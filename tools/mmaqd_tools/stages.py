@@ -85,6 +85,8 @@ VARIANTS: List[Variant] = [
     _ablation('pact', 'FCOS, multi-level BN, 2 bits, PACT instead of LIQ'),
     _ablation('lqnet', 'FCOS, multi-level BN, 2 bits, LQ-Nets instead of LIQ'),
     _ablation('distill', 'AQD FCOS, 2 bits, distilled from the FP detector (features and head outputs)'),
+    _ablation('add8', 'AQD FCOS, 2 bits, residual and FPN adds at 8 bits'),
+    _ablation('addfp', 'AQD FCOS, 2 bits, residual and FPN adds full precision (the authors\' public code)'),
     _sensitivity('backbone', 'backbone'),
     _sensitivity('neck', 'FPN'),
     _sensitivity('head', 'head'),
