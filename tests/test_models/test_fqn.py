@@ -17,7 +17,9 @@ from mmaqd.quantization.quantizers import FQNAffine
 
 FP = 'configs/retinanet/retinanet_r18-c32_fpn_bn-head_synth.py'
 FQN = 'configs/fqn/retinanet_r18-c32_fpn_fqn-w4a4_synth.py'
-ABLATIONS = sorted(glob.glob(osp.join(ROOT, 'configs/fqn/ablations/*_synth.py')))
+# the F / P / C switches of FQN Table 2a and 3 (the -l8 config, prediction layers at 8 bits, is tested on its own)
+ABLATIONS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs/fqn/ablations/*_synth.py'))
+                   if re.search(r'-f(\d|last)p\dc\d_', osp.basename(p)))
 
 
 def _cfg(path):
@@ -135,3 +137,14 @@ def test_ablation_switches_f_p_c_independently(path):
     else:
         assert 'FreezeBNHook' not in hooks
     assert cfg.load_from == 'work_dirs/pipeline/fp-retinanet/final.pth'
+
+
+def test_l8_ablation_puts_the_prediction_layers_and_their_outputs_at_8_bits():
+    cfg = _cfg('configs/fqn/ablations/retinanet_r18-c32_fpn_fqn-w4a4-l8_synth.py')
+    model = build_cpu_model(cfg)
+    bits = {name: q.bits for name, q in quantizers(model)}
+    for layer in ('bbox_head.retina_cls', 'bbox_head.retina_reg'):
+        own = {k: b for k, b in bits.items() if k.startswith(layer + '.')}
+        assert len(own) == 3 and set(own.values()) == {8}, own  # weight, input and output quantizers
+    others = {b for k, b in bits.items() if not k.startswith(('bbox_head.retina_cls.', 'bbox_head.retina_reg.'))}
+    assert others == {4}

@@ -147,3 +147,25 @@ def test_run_stage_warns_when_reusing_weights_of_other_options(stage):
     run(cfg_options={'train_cfg.max_iters': 8})
     assert FakeRunner.calls[-1].did == ['test']
     assert any('WARNING' in m and 'cfg_options' in m for m in logs)
+
+
+def test_run_stage_seeds_the_run_and_records_the_seed(stage):
+    run, work_dir, logs = stage
+    first = run(seed=3)
+    assert FakeRunner.calls[-1].cfg.randomness.seed == 3 and first.seed == 3
+    assert json.load(open(osp.join(work_dir, 'stage.json')))['seed'] == 3
+    second = run(seed=4)  # reused: the result names the seed the weights were trained with, and a warning says so
+    assert not second.trained and second.seed == 3
+    assert any('seed 3 -> 4' in m for m in logs if 'WARNING' in m)
+    with pytest.raises(ValueError, match='seed must be a non-negative int'):
+        run(seed=-1, retrain=True)
+
+
+def test_run_stage_points_a_distilled_stage_at_its_fp_teacher(tmp_path):
+    FakeRunner.calls = []
+    config = tmp_path / 'distill_cfg.py'
+    config.write_text("train_cfg = dict(max_iters=4, val_interval=4)\nparam_scheduler = []\n"
+                      "model = dict(distill_cfg=dict(teacher_config='t.py', teacher_checkpoint='elsewhere.pth'))\n")
+    run_stage('q', str(config), str(tmp_path / 'q'), load_from='work/fp/final.pth', runner_factory=FakeRunner,
+              log=lambda m: None)
+    assert FakeRunner.calls[-1].cfg.model.distill_cfg.teacher_checkpoint == 'work/fp/final.pth'

@@ -213,8 +213,10 @@ def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = 
     After training the weights are saved as ``final.pth`` (no optimizer state) with ``stage.json``. Only an
     explicit checkpoint is ever resumed: ``load_from`` is loaded as initial weights, never resumed from.
     ``cfg_options``, ``data_root``, ``rescale`` and ``iters_scale`` go to :func:`build_stage_cfg`;
-    ``runner_factory`` (default ``Runner.from_cfg``) builds the runner from the config. ``seed`` (an int) seeds
-    the training (``randomness.seed``, recorded in ``stage.json``); ``None`` keeps the config's randomness. A
+    ``runner_factory`` (default ``Runner.from_cfg``) builds the runner from the config. A config with
+    ``model.distill_cfg`` takes its teacher's weights from ``load_from`` too (the FP stage it starts from).
+    ``seed`` (an int) seeds the training (``randomness.seed``, recorded in ``stage.json``); ``None`` keeps the
+    config's randomness. A
     finished stage is reused whatever its seed (with a warning when it differs); the result reports the seed its
     weights were trained with.
     """
@@ -244,6 +246,9 @@ def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = 
     else:
         log(f'stage {name}: training {config} in {work_dir}' + (f' from {load_from}' if load_from else ''))
         cfg.load_from, cfg.resume = load_from, False
+    if load_from and (cfg.get('model') or {}).get('distill_cfg'):
+        # the teacher of a distilled stage is the FP detector it starts from, in this work dir
+        cfg.model.distill_cfg.teacher_checkpoint = load_from
     runner = runner_factory(cfg)
     runner.train()
     train_seconds = round(time.time() - start, 1)
