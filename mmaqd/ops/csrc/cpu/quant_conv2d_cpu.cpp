@@ -403,11 +403,17 @@ void run_direct(const at::Tensor& xpad, const TW* wvec, const Geometry& gm, int6
                 const Stage& st, int32_t* op, bool nhwc_out) {
   constexpr int64_t kg = sizeof(TX) == 1 ? 4 : 2;
   const int64_t hp = xpad.size(1), wpd = xpad.size(2), cin = xpad.size(3), nblocks = (npix + kBlock - 1) / kBlock;
-  const int64_t ntaps = gm.kh * gm.kw, cq = cgp / kg, kp = ntaps * cgp;
+  // one group with dilation 1 along the width: a kernel row's kw taps are one contiguous run of kw * cgp input
+  // values (cin == cgp), in the weights' (u, v, c) order, so the kernels read a row as one tap (kh taps of
+  // kw * cgp values instead of kh * kw of cgp: far fewer pointer updates for small channel counts, e.g. the stem)
+  const bool rows_as_taps = groups == 1 && gm.dw == 1;
+  const int64_t ntaps = rows_as_taps ? gm.kh : gm.kh * gm.kw, kp = gm.kh * gm.kw * cgp;
+  const int64_t cq = (rows_as_taps ? gm.kw * cgp : cgp) / kg;
   const TX* xp = xpad.data_ptr<TX>();
   std::vector<int64_t> tap_off(static_cast<size_t>(ntaps));
   for (int64_t u = 0; u < gm.kh; ++u)
-    for (int64_t v = 0; v < gm.kw; ++v) tap_off[size_t(u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * cin;
+    for (int64_t v = 0; v < (rows_as_taps ? 1 : gm.kw); ++v)
+      tap_off[size_t(rows_as_taps ? u : u * gm.kw + v)] = (u * gm.dh * wpd + v * gm.dw) * cin;
   // per padded pixel and group: its channel sum
   const std::vector<int64_t> csum_v = channel_sums(xp, n * hp * wpd, cin, groups, cgp);
   at::parallel_for(0, n * groups * nblocks, 1, [&](int64_t begin, int64_t end) {
