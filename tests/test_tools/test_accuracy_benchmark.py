@@ -102,13 +102,13 @@ def test_targets_on_fabricated_results(tool):
            'aqd-w2a2-lsq': 10.0, 'fp-retinanet': 20.0, 'aqd-w4a4-retinanet': None}
     checks = tool.check_targets(aps)
     assert checks['fp'] == [] and checks['fp-retinanet'] == []
-    assert _met(checks['aqd-w4a4']) == {'AP >= FP - 0.0': False}  # the paper's 4-bit models match FP
-    assert _met(checks['aqd-w3a3']) == {'AP >= FP - 1.0': False}  # 28.4 < 29.0
-    assert _met(checks['aqd-w2a2']) == {'AP >= FP - 2.0': False}  # 26.5 < 28.0
+    assert _met(checks['aqd-w4a4']) == {'AP >= FP': False}  # the paper's 4-bit models match FP
+    assert _met(checks['aqd-w3a3']) == {'AP >= FP - 1': False}  # 28.4 < 29.0
+    assert _met(checks['aqd-w2a2']) == {'AP >= FP - 2': False}  # 26.5 < 28.0
     assert _met(checks['aqd-w2a2-shared-bn']) == {'multi-level BN > shared BN (aqd-w2a2)': True}
     assert _met(checks['aqd-w2a2-lsq']) == {'LIQ > LSQ': True}  # ablations have no gap target, only orders
-    assert _met(checks['aqd-w4a4-retinanet']) == {'AP >= FP - 0.0': None}  # failed run: not checked
-    assert str(checks['aqd-w3a3'][0]) == 'AP >= FP - 1.0: MISSED'
+    assert _met(checks['aqd-w4a4-retinanet']) == {'AP >= FP': None}  # failed run: not checked
+    assert str(checks['aqd-w3a3'][0]) == 'AP >= FP - 1: MISSED'
     on_bounds = tool.check_targets({'fp': 30.0, 'aqd-w4a4': 30.0, 'aqd-w3a3': 29.0, 'aqd-w2a2': 28.0})
     assert all(c.met for name in ('aqd-w4a4', 'aqd-w3a3', 'aqd-w2a2') for c in on_bounds[name])
 
@@ -158,7 +158,7 @@ def test_whole_script_on_the_tiny_dataset(tool, tiny_coco, tmp_path, monkeypatch
     rows = {r['name']: r for r in summary['variants']}
     assert list(rows) == ['fp', 'aqd-w2a2'] and all(r['trained'] and not r['error'] for r in rows.values())
     assert set(rows['aqd-w2a2']['metrics']) == {'AP', 'AP50', 'AP75', 'APs', 'APm', 'APl'}
-    assert rows['aqd-w2a2']['targets'][0]['text'] == 'AP >= FP - 2.0'
+    assert rows['aqd-w2a2']['targets'][0]['text'] == 'AP >= FP - 2'
     assert rows['aqd-w2a2']['seed'] == 0 and json.load(open(osp.join(work, 'aqd-w2a2', 'stage.json')))['seed'] == 0
     assert summary['machine']['cpu_count'] and summary['machine']['torch']
     assert osp.isfile(osp.join(work, 'fp', 'final.pth')) and osp.isfile(osp.join(work, 'aqd-w2a2', 'stage.json'))
@@ -186,7 +186,7 @@ def test_seeds_run_in_their_own_dirs_and_targets_use_the_mean(tool, monkeypatch,
                      ('aqd-w2a2', 'aqd-w2a2-seed2', 2)]
     assert [r['seed'] for r in rows] == [0, 0, 1, 2] and [r['gap'] for r in rows] == [None, -3.0, -1.5, -0.9]
     # mean 28.2 >= 30 - 2: met, although seed 0 alone (27.0) would miss it
-    assert all(r['targets'] == [dict(text='AP >= FP - 2.0', met=True)] for r in rows[1:])
+    assert all(r['targets'] == [dict(text='AP >= FP - 2', met=True)] for r in rows[1:])
     s = tool.spread(rows)['aqd-w2a2']
     assert s['seeds'] == [0, 1, 2] and s['mean'] == 28.2 and (s['min'], s['max']) == (27.0, 29.1)
     assert s['std'] == 1.08 and 'fp' not in tool.spread(rows)
@@ -202,7 +202,7 @@ def test_ablation_set_checks_the_papers_orders(tool):
            'fqn-w4a4-f0p0c0-retinanet': 10.0, 'fqn-w4a4-f1p0c0-retinanet': 12.0, 'fqn-w4a4-f0p1c0-retinanet': 9.0}
     checks = tool.check_targets(aps)
     assert _met(checks['aqd-w2a2-backbone-fpn']) == {'backbone > backbone + FPN (AQD paper Table 4)': True}
-    assert _met(checks['aqd-w2a2']) == {'AP >= FP - 2.0': None,  # no FP detector in aps: not checked
+    assert _met(checks['aqd-w2a2']) == {'AP >= FP - 2': None,  # no FP detector in aps: not checked
                                         'backbone + FPN > all quantized (AQD paper Table 4)': False}
     assert _met(checks['aqd-w2a2-lsqplus']) == {'LIQ > LSQ+ (AQD paper Table 5)': True}
     assert _met(checks['fqn-w4a4-f0p0c0-retinanet']) == {'F > none (FQN Table 2a)': True,

@@ -107,7 +107,7 @@ def check_targets(aps: Dict[str, Optional[float]]) -> Dict[str, List[Check]]:
         tol = GAP_TARGETS[v.bits]
         fp_ap = aps.get(v.fp)
         met = None if ap is None or fp_ap is None else ap >= fp_ap - tol
-        checks[name].append(Check(f'AP >= FP - {tol}', met))
+        checks[name].append(Check('AP >= FP' if tol == 0 else f'AP >= FP - {tol:g}', met))
     for better, worse, text in ORDER_TARGETS:
         if worse in aps and better in aps:
             a, b = aps[better], aps[worse]
