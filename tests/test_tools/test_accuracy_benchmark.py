@@ -207,3 +207,20 @@ def test_ablation_set_checks_the_papers_orders(tool):
     assert _met(checks['aqd-w2a2-lsqplus']) == {'LIQ > LSQ+ (AQD paper Table 5)': True}
     assert _met(checks['fqn-w4a4-f0p0c0-retinanet']) == {'F > none (FQN Table 2a)': True,
                                                          'P > none (FQN Table 2a)': False}
+
+
+def test_report_reprints_a_saved_run_with_short_errors(tool, tmp_path, capsys):
+    error = ("DivergenceError: DivergenceGuardHook: training diverged at iteration 97, after the optimizer step; the "
+             "run stops here. quantizer range not > 0 (1): quantizer 'backbone.x.act_quantizer', tensor 'step_size' "
+             "= -0.0003 (must be finite and > 0). Resume ...")
+    rows = [dict(name='fp', config='configs/fcos/x.py', fp=None, bits=None, metrics=dict(AP=30.0), error=None,
+                 seed=None, targets=[]),
+            dict(name='aqd-w2a2-lsq', config='configs/aqd/y.py', fp='fp', bits=2, metrics=None, error=error, seed=0,
+                 targets=[])]
+    path = tmp_path / 'accuracy.json'
+    path.write_text(json.dumps(dict(machine=dict(cpu_count=2), variants=rows)))
+    assert tool.main(['--report', str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ('FAILED: DivergenceError: DivergenceGuardHook: training diverged at iteration 97, after the optimizer '
+            "step (quantizer 'backbone.x.act_quantizer', tensor 'step_size' = -0.0003)") in out
+    assert 'Resume' not in out and '| fp | x.py | FP | - | 30.0 |' in out

@@ -5,6 +5,7 @@
     python tools/benchmark/accuracy.py --variants aqd-w2a2 aqd-w2a2-shared-bn
     python tools/benchmark/accuracy.py --variants aqd-w2a2 --seeds 0 1 2   # one row per seed, and the spread
     python tools/benchmark/accuracy.py --list              # every variant with its config and set
+    python tools/benchmark/accuracy.py --report work_dirs/benchmark_accuracy/accuracy.json   # its table again
     python tools/benchmark/accuracy.py --retrain aqd-w3a3  # the default set, training aqd-w3a3 again
     python tools/benchmark/accuracy.py --variants aqd-w4a4 aqd-w2a2 --finetune-scale 3   # 3x longer fine-tunes
     python tools/benchmark/accuracy.py --work-dir work_dirs/accuracy-gpu --iters-scale 4   # longer, e.g. on a GPU
@@ -37,6 +38,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import statistics
 import sys
 import time
@@ -202,6 +204,14 @@ def run_all(variants: List[Variant], args) -> List[dict]:
     return rows
 
 
+def short_error(error: str) -> str:
+    """A table cell for a failed run: the error's first clause and, for a divergence, the tensor that left its
+    range (the whole text is in accuracy.json)."""
+    head = error.split('; ')[0][:160]
+    culprit = re.search(r"quantizer '[^']+', tensor '[^']+' = \S+", error)
+    return f'{head} ({culprit.group(0)})' if culprit else head
+
+
 def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: float,
                   finetune_scale: float = 1.0) -> str:
     """The markdown table of ``run_all`` rows, then the machine and the overrides the runs used."""
@@ -212,7 +222,7 @@ def format_report(rows: List[dict], machine: dict, cfg_options, iters_scale: flo
         metrics = r['metrics'] or {}
         targets = '; '.join(str(Check(**t)) for t in r.get('targets', [])) or '-'
         if r['error']:
-            targets = f"FAILED: {r['error']}"
+            targets = f"FAILED: {short_error(r['error'])}"
         train, evals = r.get('train_seconds'), None
         if r.get('seconds') is not None:
             evals = r['seconds'] - (train or 0) if r.get('trained') else r['seconds']
@@ -245,6 +255,8 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', nargs='+', type=int, default=[0], metavar='SEED',
                         help='train every selected quantized variant once per seed (the FP detectors with the first)')
     parser.add_argument('--list', action='store_true', help='print the known variants and exit')
+    parser.add_argument('--report', metavar='ACCURACY_JSON',
+                        help='print the table of an earlier run from its accuracy.json (runs nothing) and exit')
     parser.add_argument('--work-dir', default='work_dirs/pipeline',
                         help="stage work dirs (<work-dir>/<variant>); tools/pipeline.py's by default")
     parser.add_argument('--out-dir', default='work_dirs/benchmark_accuracy', help='accuracy.md / accuracy.json')
@@ -294,6 +306,12 @@ def main(argv=None) -> int:
         for v in VARIANTS:
             sets = ''.join(f'({name}) ' for name, members in SETS.items() if v.name in members)
             print(f"{v.name:26s} {sets}{v.what}\n{'':26s} {v.config}")
+        return 0
+    if args.report:
+        with open(args.report) as f:
+            done = json.load(f)
+        print(format_report(done['variants'], done['machine'], done.get('cfg_options'), done.get('iters_scale', 1.0),
+                            done.get('finetune_scale', 1.0)))
         return 0
     os.chdir(ROOT)
     start = time.time()
