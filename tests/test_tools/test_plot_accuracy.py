@@ -63,6 +63,9 @@ def bench_json(tmp_path):
     ('aqd-w2a2-lsq', None, 'LSQ', 'FCOS', 2),
     ('aqd-w2a2-lqnet', None, 'LQ-Nets', 'FCOS', 2),
     ('aqd-w2a2-backbone-fpn', None, 'AQD, backbone + FPN quantized', 'FCOS', 2),
+    ('aqd-w2a2-add8', None, 'AQD, adds at 8 bits', 'FCOS', 2),
+    ('aqd-w2a2-addfp', None, "AQD, adds FP (authors' code)", 'FCOS', 2),
+    ('aqd-w4a4-neck2', None, 'AQD, the neck at 2 bits', 'FCOS', 4),
     ('aqd-w4a4-f8l8-zl', None, 'AQD, F8L8, zero level', 'FCOS', 4),
     ('aqd-w4a4-f8l8-retinanet', None, 'AQD, F8L8', 'RetinaNet', 4),
     ('auxi-w4a4-retinanet', None, 'Auxi', 'RetinaNet', 4),
@@ -159,7 +162,7 @@ def test_main_excludes_variants_by_pattern(tool, tmp_path, capsys):
     rows = [row('fp', FP_FCOS, None, 50.0), row('aqd-w4a4', w4a4, 4, 49.0), row('aqd-w4a4-neck2', sens, 4, 45.0)]
     path = write_json(tmp_path / 'c.json', rows)
     tool.main([path, '--out', str(tmp_path / 'all.png')])
-    assert 'aqd-w4a4-neck2' in capsys.readouterr().out
+    assert 'AQD, the neck at 2 bits: 4b 45.0' in capsys.readouterr().out
     tool.main([path, '--out', str(tmp_path / 'some.png'), '--exclude', 'aqd-w4a4-*2'])
     printed = capsys.readouterr().out
-    assert 'aqd-w4a4-neck2' not in printed and 'AQD: 4b 49.0' in printed
+    assert 'neck at 2 bits' not in printed and 'AQD: 4b 49.0' in printed
