@@ -224,3 +224,19 @@ def test_report_reprints_a_saved_run_with_short_errors(tool, tmp_path, capsys):
     assert ('FAILED: DivergenceError: DivergenceGuardHook: training diverged at iteration 97, after the optimizer '
             "step (quantizer 'backbone.x.act_quantizer', tensor 'step_size' = -0.0003)") in out
     assert 'Resume' not in out and '| fp | x.py | FP | - | 30.0 |' in out
+
+
+def test_quantized_cfg_options_reach_only_the_quantized_stages(tool, monkeypatch, tmp_path):
+    from mmaqd_tools.experiment import StageResult
+    seen = {}
+
+    def fake_run_stage(name, config, work_dir, load_from, cfg_options, retrain, **kwargs):
+        seen[name] = cfg_options
+        return StageResult(name, config, dict(AP=30.0), 1.0, True)
+
+    monkeypatch.setattr(tool, 'run_stage', fake_run_stage)
+    args = tool.parse_args(['--variants', 'aqd-w2a2-distill', '--work-dir', str(tmp_path), '--cfg-options',
+                            'train_cfg.max_iters=3', '--quantized-cfg-options', 'model.distill_cfg.feature_weight=0.1'])
+    tool.run_all(args.selected, args)
+    assert seen['fp'] == {'train_cfg.max_iters': 3}
+    assert seen['aqd-w2a2-distill'] == {'train_cfg.max_iters': 3, 'model.distill_cfg.feature_weight': 0.1}

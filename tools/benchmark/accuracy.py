@@ -183,7 +183,9 @@ def run_all(variants: List[Variant], args) -> List[dict]:
             scale = args.iters_scale * (args.finetune_scale if v.fp else 1.0)
             try:
                 work_dir = osp.join(args.work_dir, stage_dir(v, args.finetune_scale, seed))
-                result: StageResult = run_stage(v.name, v.config, work_dir, load_from, args.cfg_options,
+                options = dict(args.cfg_options or {}, **(args.quantized_cfg_options or {})) if v.fp else \
+                    args.cfg_options
+                result: StageResult = run_stage(v.name, v.config, work_dir, load_from, options or None,
                                                 v.name in args.retrain, data_root=args.data_root, rescale=True,
                                                 iters_scale=scale, log=log, seed=seed)
             except Exception as e:  # one failed run must not lose the others' results
@@ -275,6 +277,9 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every run (FP and quantized); a changed '
                         'train_cfg.max_iters stretches the lr schedule')
+    parser.add_argument('--quantized-cfg-options', nargs='+', action=DictAction,
+                        help='overrides applied to the quantized variants only (after --cfg-options), e.g. '
+                        'model.distill_cfg.feature_weight=0.1, which an FP config does not have')
     args = parser.parse_args(argv)
     if args.finetune_scale <= 0 or args.iters_scale <= 0:
         parser.error(f'--iters-scale and --finetune-scale must be > 0, got {args.iters_scale} and '
@@ -318,7 +323,9 @@ def main(argv=None) -> int:
     machine = machine_info()
     ensure_dataset(args.data_root, log, args.dataset_preset)
     rows = run_all(args.selected, args)
-    report = format_report(rows, machine, args.cfg_options, args.iters_scale, args.finetune_scale)
+    report = format_report(rows, machine, dict(args.cfg_options or {}, **{
+        f'(quantized) {k}': v for k, v in (args.quantized_cfg_options or {}).items()}), args.iters_scale,
+        args.finetune_scale)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(osp.join(args.out_dir, 'accuracy.md'), 'w') as f:
         f.write(report + '\n')
@@ -326,6 +333,7 @@ def main(argv=None) -> int:
     summary = dict(machine=machine, set=None if args.variants else args.set, seeds=args.seeds,
                    spread=spread(rows), work_dir=args.work_dir, data_root=args.data_root,
                    dataset_preset=args.dataset_preset, cfg_options=args.cfg_options,
+                   quantized_cfg_options=args.quantized_cfg_options,
                    iters_scale=args.iters_scale, finetune_scale=args.finetune_scale,
                    total_seconds=round(time.time() - start, 1),
                    targets_met=checks.count(True), targets_missed=checks.count(False),
