@@ -315,6 +315,9 @@ def main(argv=None) -> int:
     if args.report:
         with open(args.report) as f:
             done = json.load(f)
+        checks = check_targets(mean_aps(done['variants']))  # the current targets, on the saved APs
+        for row in done['variants']:
+            row['targets'] = [dict(text=c.text, met=c.met) for c in checks.get(row['name'], [])]
         print(format_report(done['variants'], done['machine'], done.get('cfg_options'), done.get('iters_scale', 1.0),
                             done.get('finetune_scale', 1.0)))
         return 0
