@@ -12,10 +12,10 @@
 
 namespace mmaqd {
 
-// min and max of p[begin, end): the same loop compiled for AVX2 (vector min / max; x86-64's baseline SSE2 has no
-// signed 32-bit min) and for any x86-64 CPU
+// min and max of p[begin, end): one loop body, compiled into an AVX2 function (vector min / max; x86-64's baseline
+// SSE2 has no signed 32-bit min) and a function for any x86-64 CPU
 template <typename T>
-void span_minmax_generic(const T* p, int64_t begin, int64_t end, T& lo, T& hi) {
+__attribute__((always_inline)) inline void span_minmax_body(const T* p, int64_t begin, int64_t end, T& lo, T& hi) {
   T a = std::numeric_limits<T>::max(), b = std::numeric_limits<T>::min();
   for (int64_t i = begin; i < end; ++i) {
     const T v = p[i];
@@ -26,14 +26,13 @@ void span_minmax_generic(const T* p, int64_t begin, int64_t end, T& lo, T& hi) {
 }
 
 template <typename T>
+void span_minmax_generic(const T* p, int64_t begin, int64_t end, T& lo, T& hi) {
+  span_minmax_body(p, begin, end, lo, hi);
+}
+
+template <typename T>
 __attribute__((target("avx2"))) void span_minmax_avx2(const T* p, int64_t begin, int64_t end, T& lo, T& hi) {
-  T a = std::numeric_limits<T>::max(), b = std::numeric_limits<T>::min();
-  for (int64_t i = begin; i < end; ++i) {
-    const T v = p[i];
-    a = v < a ? v : a;
-    b = v > b ? v : b;
-  }
-  lo = a, hi = b;
+  span_minmax_body(p, begin, end, lo, hi);
 }
 
 inline bool minmax_has_avx2() {

@@ -295,9 +295,11 @@ std::vector<T> unpack_weights(const at::Tensor& packed, int64_t w_bits, int64_t 
 }
 
 // out[p * groups + g] = the sum of the cg channels of group g of pixel p of the NHWC x (npix, c), |sum| <= C * 2^15:
-// the pixels' S of the output stage. The same loop compiled for AVX2 (vector widening adds) and for any x86-64.
+// the pixels' S of the output stage. One loop body, compiled into an AVX2 function (vector widening adds) and a
+// function for any x86-64 CPU.
 template <typename TX>
-void channel_sums_span(const TX* x, int64_t begin, int64_t end, int64_t c, int64_t groups, int64_t cg, int64_t* out) {
+__attribute__((always_inline)) inline void channel_sums_body(const TX* x, int64_t begin, int64_t end, int64_t c,
+                                                             int64_t groups, int64_t cg, int64_t* out) {
   for (int64_t pix = begin; pix < end; ++pix)
     for (int64_t g = 0; g < groups; ++g) {
       const TX* src = x + pix * c + g * cg;
@@ -308,15 +310,14 @@ void channel_sums_span(const TX* x, int64_t begin, int64_t end, int64_t c, int64
 }
 
 template <typename TX>
+void channel_sums_span(const TX* x, int64_t begin, int64_t end, int64_t c, int64_t groups, int64_t cg, int64_t* out) {
+  channel_sums_body(x, begin, end, c, groups, cg, out);
+}
+
+template <typename TX>
 __attribute__((target("avx2"))) void channel_sums_span_avx2(const TX* x, int64_t begin, int64_t end, int64_t c,
                                                             int64_t groups, int64_t cg, int64_t* out) {
-  for (int64_t pix = begin; pix < end; ++pix)
-    for (int64_t g = 0; g < groups; ++g) {
-      const TX* src = x + pix * c + g * cg;
-      int32_t sum = 0;
-      for (int64_t k = 0; k < cg; ++k) sum += int32_t(src[k]);
-      out[pix * groups + g] = sum;
-    }
+  channel_sums_body(x, begin, end, c, groups, cg, out);
 }
 
 template <typename TX>
