@@ -12,7 +12,9 @@
 // The vector kernels broadcast each pixel's inputs against 16 (VNNI) or 8 (AVX2) packed output channels, 8 pixels
 // per tile, reading the zero-padded NHWC input directly (no im2col; one group, or C_in/g a multiple of 4); other
 // grouped convs go through an im2col. A scalar fallback is chosen at run time (MMAQD_FORCE_SCALAR=1 forces it,
-// MMAQD_ISA=avx2 caps the vector code at AVX2). The output stage runs per output channel and pixel block.
+// MMAQD_ISA=avx2 caps the vector code at AVX2). The input, in any memory format, is converted to that padded NHWC
+// layout in one pass; the output stage runs per pixel along its channels (accumulators stored pixel-major) and the
+// output keeps the input's memory format (channels-last in, channels-last out).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
