@@ -9,30 +9,7 @@
 
 namespace mmaqd {
 
-// gemmlowp's RoundingDivideByPOT on 8 int64 lanes (exponent e in [0, 62])
-MMAQD_AVX512 inline __m512i rdbpot8(__m512i x, int e) {
-  const __m512i mask = _mm512_set1_epi64((int64_t(1) << e) - 1);
-  const __m512i rem = _mm512_and_si512(x, mask);
-  const __mmask8 neg = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
-  const __m512i thr = _mm512_mask_add_epi64(_mm512_srai_epi64(mask, 1), neg, _mm512_srai_epi64(mask, 1),
-                                            _mm512_set1_epi64(1));
-  const __m512i q = _mm512_sra_epi64(x, _mm_cvtsi32_si128(e));
-  return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, _mm512_set1_epi64(1));
-}
-
-// RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << left, m0), right) for |x << left| < 2^31, m0 in
-// int32 (never INT32_MIN: quantize_multiplier keeps |M0| < 2^31, so the saturating case cannot occur)
-MMAQD_AVX512 inline __m512i multiply_by_quantized_multiplier8(__m512i x, __m512i m0, int left, int right) {
-  const __m512i ab = _mm512_mullo_epi64(_mm512_sll_epi64(x, _mm_cvtsi32_si128(left)), m0);
-  const __mmask8 neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
-  __m512i t = _mm512_add_epi64(ab, _mm512_mask_blend_epi64(neg, _mm512_set1_epi64(int64_t(1) << 30),
-                                                           _mm512_set1_epi64(int64_t(1) - (int64_t(1) << 30))));
-  const __mmask8 tneg = _mm512_cmplt_epi64_mask(t, _mm512_setzero_si512());
-  t = _mm512_mask_add_epi64(t, tneg, t, _mm512_set1_epi64((int64_t(1) << 31) - 1));  // truncate toward zero
-  return rdbpot8(_mm512_srai_epi64(t, 31), right);
-}
-
-// rdbpot8 with one exponent per lane (e in [0, 62])
+// gemmlowp's RoundingDivideByPOT on 8 int64 lanes, one exponent per lane (e in [0, 62])
 MMAQD_AVX512 inline __m512i rdbpot8v(__m512i x, __m512i e) {
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i mask = _mm512_sub_epi64(_mm512_sllv_epi64(one, e), one);
@@ -44,8 +21,12 @@ MMAQD_AVX512 inline __m512i rdbpot8v(__m512i x, __m512i e) {
   return _mm512_mask_add_epi64(q, _mm512_cmpgt_epi64_mask(rem, thr), q, one);
 }
 
-// multiply_by_quantized_multiplier8 with one multiplier and shift pair per lane (per-channel requantization of a
-// channels-last tensor: 8 consecutive channels of a pixel)
+// the same with one exponent for every lane
+MMAQD_AVX512 inline __m512i rdbpot8(__m512i x, int e) { return rdbpot8v(x, _mm512_set1_epi64(e)); }
+
+// RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << left, m0), right) per lane, for |x << left| < 2^31,
+// m0 in int32 (never INT32_MIN: quantize_multiplier keeps |M0| < 2^31, so the saturating case cannot occur); one
+// multiplier and shift pair per lane (per-channel requantization of 8 consecutive channels of a pixel)
 MMAQD_AVX512 inline __m512i multiply_by_quantized_multiplier8v(__m512i x, __m512i m0, __m512i left, __m512i right) {
   const __m512i ab = _mm512_mullo_epi64(_mm512_sllv_epi64(x, left), m0);
   const __mmask8 neg = _mm512_cmplt_epi64_mask(ab, _mm512_setzero_si512());
@@ -54,6 +35,11 @@ MMAQD_AVX512 inline __m512i multiply_by_quantized_multiplier8v(__m512i x, __m512
   const __mmask8 tneg = _mm512_cmplt_epi64_mask(t, _mm512_setzero_si512());
   t = _mm512_mask_add_epi64(t, tneg, t, _mm512_set1_epi64((int64_t(1) << 31) - 1));  // truncate toward zero
   return rdbpot8v(_mm512_srai_epi64(t, 31), right);
+}
+
+// the same with one shift pair for every lane
+MMAQD_AVX512 inline __m512i multiply_by_quantized_multiplier8(__m512i x, __m512i m0, int left, int right) {
+  return multiply_by_quantized_multiplier8v(x, m0, _mm512_set1_epi64(left), _mm512_set1_epi64(right));
 }
 
 // clamp_to_value on 8 lanes
