@@ -21,7 +21,6 @@ reading the figure's values without matplotlib.
 """
 import argparse
 import fnmatch
-import json
 import os
 import os.path as osp
 import re
@@ -29,6 +28,9 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: mmaqd_tools
+from mmaqd_tools.benchmark_rows import pool_rows  # noqa: E402
 
 #: (pattern on the variant name, method label; ``{1}`` etc. are the pattern's groups): the first match wins. Bits
 #: (``-w<W>a<A>``) and the detector (``-retinanet``) are read separately.
@@ -132,27 +134,12 @@ class DetectorSeries:
 
 
 def load_rows(paths: Sequence[str], log=print) -> List[dict]:
-    """The rows of every file, each with ``_file`` and ``_set`` (the file's set, ``default`` when not recorded); a
-    variant and seed met again replaces the earlier row (with a note), and a row without a seed (an older file) is
-    left out when the variant has seeded rows."""
-    rows: Dict[Tuple[str, object], dict] = {}
-    for path in paths:
-        with open(path) as f:
-            data = json.load(f)
-        for row in data.get('variants', []):
-            row = dict(row, _file=path, _set=data.get('set') or 'default', _machine=data.get('machine'))
-            key = (row.get('name'), row.get('seed'))
-            if key in rows:
-                log(f'note: {key[0]} (seed {key[1]}) of {rows[key]["_file"]} replaced by the row of {path}')
-                del rows[key]
-            rows[key] = row
-    seeded = {name for name, seed in rows if seed is not None}
-    for name, seed in list(rows):
-        if seed is None and name in seeded:  # most likely one of the seeded runs, reused: counted once
-            log(f'note: the row of {name} without a seed ({rows[name, seed]["_file"]}) is left out beside its '
-                f'seeded rows')
-            del rows[name, seed]
-    return list(rows.values())
+    """The rows of every file, each with ``_file``, ``_set`` (the file's set, ``default`` when not recorded) and
+    ``_machine``, pooled by variant (:func:`mmaqd_tools.benchmark_rows.pool_rows`): a variant and seed met again
+    replaces the earlier row (with a note), and a row without a seed (an older file) is left out when the variant
+    has seeded rows."""
+    return pool_rows(paths, key=lambda row: row.get('name'), log=log,
+                     annotate=lambda data, path: dict(_set=data.get('set') or 'default', _machine=data.get('machine')))
 
 
 def row_ap(row: dict) -> Optional[float]:

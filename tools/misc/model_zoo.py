@@ -51,6 +51,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+sys.path.append(osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/: mmaqd_tools
+from mmaqd_tools.benchmark_rows import pool_rows  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TASK = 'Object Detection'
 BENCH_DATASET = 'synthetic COCO (generated benchmark)'
@@ -326,38 +329,25 @@ def rebuilt_command(data: dict, path: str, root: str) -> str:
 
 
 def load_benchmark(paths: Sequence[str], root: str, command: Optional[str], log=print) -> Dict[str, List[dict]]:
-    """Config -> its usable rows over all files (one per seed, the later file's), each with ``_machine`` and
-    ``_command``; failed rows are left out with a note."""
-    by_key: Dict[Tuple[str, object], dict] = {}
-    for path in paths:
-        with open(path) as f:
-            data = json.load(f)
-        cmd = command or rebuilt_command(data, path, root)
-        for row in data.get('variants', []):
-            name, config = row.get('name', '?'), row.get('config')
-            metrics = row.get('metrics') or {}
-            if row.get('error') or metrics.get('AP') is None:
-                why = f"error: {row['error']}" if row.get('error') else 'no metrics'
-                log(f'skipped {name} (seed {row.get("seed", "-")}) of {path}: {why}')
-                continue
-            if not config or metafile_of(config) is None:
-                log(f'skipped {name} of {path}: its config {config!r} is not under configs/')
-                continue
-            key = (config, row.get('seed'))
-            if key in by_key:
-                log(f'note: {name} (seed {key[1]}) of {by_key[key]["_file"]} replaced by the row of {path}')
-                del by_key[key]
-            by_key[key] = dict(row, _machine=data.get('machine'), _command=cmd, _file=path)
+    """Config -> its usable rows over all files (one per seed, the later file's; :func:`mmaqd_tools.benchmark_rows.
+    pool_rows`), sorted by seed, each with ``_machine`` and ``_command``; failed rows are left out with a note."""
+    def usable(row: dict, path: str) -> bool:
+        name, config = row.get('name', '?'), row.get('config')
+        if row.get('error') or (row.get('metrics') or {}).get('AP') is None:
+            why = f"error: {row['error']}" if row.get('error') else 'no metrics'
+            log(f'skipped {name} (seed {row.get("seed", "-")}) of {path}: {why}')
+            return False
+        if not config or metafile_of(config) is None:
+            log(f'skipped {name} of {path}: its config {config!r} is not under configs/')
+            return False
+        return True
+
+    rows = pool_rows(paths, key=lambda row: row['config'], keep=usable, log=log,
+                     annotate=lambda data, path: dict(_machine=data.get('machine'),
+                                                      _command=command or rebuilt_command(data, path, root)))
     groups: Dict[str, List[dict]] = {}
-    for (config, _), row in by_key.items():
-        groups.setdefault(config, []).append(row)
-    for config, rows in groups.items():
-        rows.sort(key=lambda r: (r.get('seed') is None, r.get('seed') or 0))
-        unknown = [r for r in rows if r.get('seed') is None]
-        if unknown and len(unknown) < len(rows):  # most likely one of the seeded runs, reused: counted once
-            log(f"note: {config}: the row of {unknown[0]['_file']} without a seed is left out beside the seeded "
-                f"rows")
-            rows[:] = [r for r in rows if r.get('seed') is not None]
+    for row in sorted(rows, key=lambda r: (r.get('seed') is None, r.get('seed') or 0)):
+        groups.setdefault(row['config'], []).append(row)
     return groups
 
 
