@@ -1,6 +1,6 @@
 """COCO AP of AQD on the generated benchmark: FP detectors, quantized fine-tunes, and the paper's shape as targets.
 
-    python tools/benchmark/accuracy.py                     # the default set, about 75 minutes on 2 CPU cores
+    python tools/benchmark/accuracy.py                     # the default set, about 40 minutes on 2 CPU cores
     python tools/benchmark/accuracy.py --set ablations     # the paper's ablations, FQN's and our levers
     python tools/benchmark/accuracy.py --variants aqd-w2a2 aqd-w2a2-shared-bn
     python tools/benchmark/accuracy.py --variants aqd-w2a2 --seeds 0 1 2   # one row per seed, and the spread
@@ -142,28 +142,45 @@ def log(msg: str) -> None:
     print(f'[accuracy] {msg}', flush=True)
 
 
+def runs_by_variant(rows: List[dict]) -> Dict[str, List[dict]]:
+    """Variant name -> its rows that gave an AP (one per seed), in order; every variant of ``rows`` is a key."""
+    out: Dict[str, List[dict]] = {}
+    for r in rows:
+        out.setdefault(r['name'], [])
+        if not r['error'] and (r['metrics'] or {}).get('AP') is not None:
+            out[r['name']].append(r)
+    return out
+
+
 def mean_aps(rows: List[dict]) -> Dict[str, Optional[float]]:
     """Variant name -> mean AP over its rows (its seeds); ``None`` when none of its runs gave an AP."""
-    per: Dict[str, List[float]] = {}
-    for r in rows:
-        ap = (r['metrics'] or {}).get('AP')
-        per.setdefault(r['name'], [])
-        if ap is not None and not r['error']:
-            per[r['name']].append(ap)
-    return {n: round(statistics.fmean(v), 2) if v else None for n, v in per.items()}
+    return {n: round(statistics.fmean(r['metrics']['AP'] for r in runs), 2) if runs else None
+            for n, runs in runs_by_variant(rows).items()}
 
 
 def spread(rows: List[dict]) -> Dict[str, dict]:
     """For every variant with more than one seeded AP: its seeds, APs, mean, sample std, min and max."""
     out = {}
-    for name in dict.fromkeys(r['name'] for r in rows):
-        runs = [r for r in rows if r['name'] == name and not r['error'] and (r['metrics'] or {}).get('AP') is not None]
+    for name, runs in runs_by_variant(rows).items():
         if len(runs) < 2:
             continue
         aps = [r['metrics']['AP'] for r in runs]
         out[name] = dict(seeds=[r.get('seed') for r in runs], AP=aps, mean=round(statistics.fmean(aps), 2),
                          std=round(statistics.stdev(aps), 2), min=min(aps), max=max(aps))
     return out
+
+
+def score(rows: List[dict]) -> List[dict]:
+    """Each row's ``gap`` (its AP - its FP detector's mean AP) and ``targets`` (checked on the variants' mean APs),
+    in place; returns ``rows``."""
+    aps = mean_aps(rows)
+    checks = check_targets(aps)
+    for row in rows:
+        fp_ap = aps.get(row['fp']) if row['fp'] else None
+        ap = (row['metrics'] or {}).get('AP')
+        row['gap'] = None if fp_ap is None or ap is None or row['error'] else round(ap - fp_ap, 2)
+        row['targets'] = [dict(text=c.text, met=c.met) for c in checks[row['name']]]
+    return rows
 
 
 def run_all(variants: List[Variant], args) -> List[dict]:
@@ -196,14 +213,7 @@ def run_all(variants: List[Variant], args) -> List[dict]:
             row.update(result.to_dict())
             log(f"{v.name} (seed {row['seed']}): AP {fmt(result.metrics['AP'])} ({result.seconds:.0f} s)")
         failed[v.name] = all(r['error'] for r in rows if r['name'] == v.name)
-    aps = mean_aps(rows)
-    checks = check_targets(aps)
-    for row in rows:
-        fp_ap = aps.get(row['fp']) if row['fp'] else None
-        ap = (row['metrics'] or {}).get('AP')
-        row['gap'] = None if fp_ap is None or ap is None or row['error'] else round(ap - fp_ap, 2)
-        row['targets'] = [dict(text=c.text, met=c.met) for c in checks[row['name']]]
-    return rows
+    return score(rows)
 
 
 def short_error(error: str) -> str:
@@ -315,10 +325,8 @@ def main(argv=None) -> int:
     if args.report:
         with open(args.report) as f:
             done = json.load(f)
-        checks = check_targets(mean_aps(done['variants']))  # the current targets, on the saved APs
-        for row in done['variants']:
-            row['targets'] = [dict(text=c.text, met=c.met) for c in checks.get(row['name'], [])]
-        print(format_report(done['variants'], done['machine'], done.get('cfg_options'), done.get('iters_scale', 1.0),
+        rows = score(done['variants'])  # the current targets and gaps, on the saved APs
+        print(format_report(rows, done['machine'], done.get('cfg_options'), done.get('iters_scale', 1.0),
                             done.get('finetune_scale', 1.0)))
         return 0
     os.chdir(ROOT)
