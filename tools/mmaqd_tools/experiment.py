@@ -216,9 +216,8 @@ def run_stage(name: str, config: str, work_dir: str, load_from: Optional[str] = 
     ``runner_factory`` (default ``Runner.from_cfg``) builds the runner from the config. A config with
     ``model.distill_cfg`` takes its teacher's weights from ``load_from`` too (the FP stage it starts from).
     ``seed`` (an int) seeds the training (``randomness.seed``, recorded in ``stage.json``); ``None`` keeps the
-    config's randomness. A
-    finished stage is reused whatever its seed (with a warning when it differs); the result reports the seed its
-    weights were trained with.
+    config's randomness. A finished stage is reused whatever its seed (with a warning when it differs); the result
+    reports the seed its weights were trained with.
     """
     if runner_factory is None:
         from mmengine.runner import Runner
